@@ -1,0 +1,26 @@
+"""resnetbk: a DeepSpeed trainer for causal ResNet-BK language models and a GPT baseline."""
+
+from __future__ import annotations
+
+__all__ = ["build_model"]
+
+
+def build_model(arch: str = "resnetbk", **overrides):
+    """A fresh model: arch "resnetbk" or "gpt"; overrides are ModelConfig fields (d_model, n_layers, ...).
+
+    forward(tokens: LongTensor (B, N)) -> logits (B, N, vocab_size); forward(tokens, targets) -> LMOutput.
+    """
+    import dataclasses
+
+    from .config import ConfigError, ModelConfig, validate_model
+    from .model import CausalLM
+
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"unknown model config field '{unknown[0]}' (known: {', '.join(sorted(fields))})")
+    cfg = ModelConfig(arch=arch, **overrides)
+    if arch not in ("resnetbk", "gpt"):
+        raise ConfigError(f"model.arch: must be 'resnetbk' or 'gpt', got '{arch}'")
+    validate_model(cfg)
+    return CausalLM(cfg)

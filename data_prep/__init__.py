@@ -1,0 +1,1 @@
+"""Corpus preparation: documents -> SentencePiece tokenizer -> indexed token shards."""

@@ -1,0 +1,182 @@
+"""Run configuration: a typed OmegaConf schema, YAML files, and `key=value` overrides.
+
+Only omegaconf is imported here, so that a bad config fails in well under a second, before torch or
+DeepSpeed load. Every error is a ConfigError whose message names the offending key or file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration problem; its message is one line naming the key or file."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnetbk"  # "resnetbk" or "gpt"
+    vocab_size: int = 4096
+    max_seq_len: int = 256
+    d_model: int = 256
+    n_layers: int = 4
+    # resnetbk: independent BK systems per layer; gpt: attention heads (d_model must divide evenly).
+    n_heads: int = 4
+    ffn_hidden: int = 1024  # hidden width of the GPT MLP and of each MoE expert
+    dropout: float = 0.0
+    # BK mixer. The faithful preset of the original paper is n_heads=1, bk_learned_z=false, bk_selective=false.
+    bk_learned_z: bool = True  # z = x + i (softplus(y) + bk_im_z_min) per head, else z = i
+    bk_im_z_min: float = 1e-3  # float32 accuracy degrades as Im z -> 0 (design note)
+    bk_selective: bool = False  # input-dependent couplings b_i = softplus(w . x_{i+1}) >= 0, else b_i = 1
+    # Sparse MoE feed-forward (resnetbk only).
+    moe_experts: int = 4
+    moe_top_k: int = 2
+    moe_balance_coef: float = 0.01  # weight of the load-balancing loss added to the training loss
+
+
+@dataclass
+class TrainConfig:
+    seq_len: int = 128
+    micro_batch: int = 16  # per rank
+    grad_accum: int = 1
+    max_steps: int = 200
+    seed: int = 1234
+    log_interval: int = 10
+    eval_interval: int = 100  # a multiple of log_interval; the last step is always evaluated
+    eval_max_batches: int = 0  # 0: the whole validation split
+    save_interval: int = 0  # 0: save only at the end
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decay floor as a fraction of lr
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+
+
+@dataclass
+class DataConfig:
+    train: str = MISSING  # shard directory (written by `python -m data_prep`)
+    val: str = MISSING
+    tokenizer: str = MISSING  # SentencePiece model, for decoding samples
+
+
+@dataclass
+class DeepSpeedConfig:
+    config: str = "ds_configs/cpu/zero2.json"  # engine strategy: ZeRO stage, precision, clipping
+
+
+@dataclass
+class SampleConfig:
+    prompt: str = "And God said"
+    max_new_tokens: int = 48
+    temperature: float = 0.8
+    top_k: int = 40
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    run_dir: str = "runs/default"
+    resume: str = "none"  # "auto" (newest checkpoint in run_dir), "none", or a checkpoint directory
+    tb_enabled: bool = True
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def load_config(path: Optional[str], overrides: List[str] = ()) -> RunConfig:
+    """Schema <- YAML file <- overrides, validated. Returns a typed (OmegaConf-backed) RunConfig."""
+    cfg = OmegaConf.structured(RunConfig)
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            file_cfg = OmegaConf.load(path)
+        except Exception as e:  # YAML syntax errors come in many types
+            raise ConfigError(f"{path}: cannot parse YAML: {_one_line(e)}") from None
+        try:
+            cfg = OmegaConf.merge(cfg, file_cfg)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{path}: {_key_message(e)}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"override '{item}': {_key_message(e)}") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]}: required but not set")
+    _validate(cfg)
+    return cfg
+
+
+def _key_message(e: OmegaConfBaseException) -> str:
+    key = getattr(e, "full_key", None)
+    msg = getattr(e, "msg", None) or _one_line(e)
+    msg = msg.splitlines()[0]
+    if "not in struct" in msg or ("Key '" in msg and "not" in msg):
+        return f"unknown key '{key}'"
+    return f"{key}: {msg}" if key else msg
+
+
+def _check(cond: bool, key: str, why: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {why}")
+
+
+def _validate(cfg: RunConfig) -> None:
+    m, t, o = cfg.model, cfg.train, cfg.optim
+    _check(m.arch in ("resnetbk", "gpt"), "model.arch", f"must be 'resnetbk' or 'gpt', got '{m.arch}'")
+    validate_model(m)
+    for key in ("seq_len", "micro_batch", "grad_accum", "max_steps", "log_interval", "eval_interval"):
+        _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1")
+    _check(t.eval_max_batches >= 0, "train.eval_max_batches", "must be >= 0")
+    _check(t.save_interval >= 0, "train.save_interval", "must be >= 0")
+    _check(t.seq_len <= m.max_seq_len, "train.seq_len", f"{t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
+    _check(t.eval_interval % t.log_interval == 0, "train.eval_interval",
+           f"must be a multiple of train.log_interval ({t.log_interval}) so each evaluation lands on a logged step")
+    _check(o.lr > 0, "optim.lr", "must be > 0")
+    _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]")
+    _check(0 <= o.warmup_steps < t.max_steps, "optim.warmup_steps", f"must be in [0, train.max_steps={t.max_steps})")
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two numbers in [0, 1)")
+    _check(cfg.resume == "auto" or cfg.resume == "none" or os.path.isdir(cfg.resume), "resume",
+           f"must be 'auto', 'none' or an existing checkpoint directory, got '{cfg.resume}'")
+    _check(cfg.sample.temperature > 0, "sample.temperature", "must be > 0")
+    _check(cfg.sample.top_k >= 0, "sample.top_k", "must be >= 0 (0 disables top-k)")
+    _check(cfg.sample.max_new_tokens >= 0, "sample.max_new_tokens", "must be >= 0")
+
+
+def validate_model(m: ModelConfig) -> None:
+    """Checks that the model config describes a buildable model (also used by build_model)."""
+    for key in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "ffn_hidden"):
+        _check(getattr(m, key) >= 1, f"model.{key}", "must be >= 1")
+    _check(0 <= m.dropout < 1, "model.dropout", "must be in [0, 1)")
+    if m.arch == "gpt":
+        _check(m.d_model % m.n_heads == 0, "model.n_heads", f"must divide model.d_model={m.d_model} for arch=gpt")
+    if m.arch == "resnetbk":
+        _check(m.moe_experts >= 1, "model.moe_experts", "must be >= 1")
+        _check(1 <= m.moe_top_k <= m.moe_experts, "model.moe_top_k", f"must be in [1, model.moe_experts={m.moe_experts}]")
+        _check(m.moe_balance_coef >= 0, "model.moe_balance_coef", "must be >= 0")
+        _check(m.bk_im_z_min > 0, "model.bk_im_z_min", "must be > 0 (Im z > 0 keeps the resolvent bounded)")
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(cfg)

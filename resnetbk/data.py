@@ -1,0 +1,162 @@
+"""Reading indexed token shards (written by data_prep.shards) and turning them into training batches.
+
+Nothing reads a whole corpus into memory: token streams are memory-mapped and only the windows of a
+batch are copied out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator, List
+
+import numpy as np
+import torch
+
+SHARD_FORMAT = "resnetbk-shards/1"
+
+
+class DataError(ValueError):
+    """A problem with a shard directory; the message names the file."""
+
+
+def read_manifest(directory: str) -> dict:
+    path = os.path.join(directory, "manifest.json")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: not found (prepare the data first, e.g. `python -m data_prep kjv`)")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable manifest ({e})") from None
+    if manifest.get("format") != SHARD_FORMAT:
+        raise DataError(f"{path}: format {manifest.get('format')!r} is not {SHARD_FORMAT!r}")
+    return manifest
+
+
+class IndexedShards:
+    """The documents of a shard directory: len() = number of documents, [i] = token ids of document i."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.manifest = read_manifest(directory)
+        self.vocab_size: int = self.manifest["vocab_size"]
+        self.eos_id: int = self.manifest["eos_id"]
+        dtype = np.dtype(self.manifest["dtype"])
+        self.streams: List[np.ndarray] = []
+        self.offsets: List[np.ndarray] = []
+        for shard in self.manifest["shards"]:
+            bin_path = os.path.join(directory, shard["bin"])
+            idx_path = os.path.join(directory, shard["idx"])
+            for path in (bin_path, idx_path):
+                if not os.path.isfile(path):
+                    raise DataError(f"{path}: listed in the manifest but missing")
+            stream = np.memmap(bin_path, dtype=dtype, mode="r")
+            offsets = np.memmap(idx_path, dtype=np.int64, mode="r")
+            if len(stream) != shard["tokens"] or len(offsets) != shard["documents"] + 1 or offsets[-1] != len(stream):
+                raise DataError(f"{bin_path}: size does not match the manifest (truncated or overwritten?)")
+            self.streams.append(stream)
+            self.offsets.append(offsets)
+        self._first_doc = np.cumsum([0] + [len(o) - 1 for o in self.offsets])
+
+    def __len__(self) -> int:
+        return int(self._first_doc[-1])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"document {i} out of range for {len(self)} documents")
+        i %= len(self)
+        s = int(np.searchsorted(self._first_doc, i, side="right")) - 1
+        j = i - self._first_doc[s]
+        lo, hi = self.offsets[s][j], self.offsets[s][j + 1] - 1  # drop the trailing EOS
+        return np.asarray(self.streams[s][lo:hi])
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(s) for s in self.streams)
+
+    def token_counts(self) -> np.ndarray:
+        """Occurrences of each token id over all shards (EOS included), streamed in chunks."""
+        counts = np.zeros(self.vocab_size, dtype=np.int64)
+        for stream in self.streams:
+            for lo in range(0, len(stream), 1 << 24):
+                counts += np.bincount(stream[lo:lo + (1 << 24)], minlength=self.vocab_size)[: self.vocab_size]
+        return counts
+
+
+class PackedSequences:
+    """Fixed-length training samples cut from the EOS-separated token stream of each shard.
+
+    Sample k is the window stream[k*L : k*L + L + 1] of its shard (inputs are its first L tokens, targets
+    its last L): consecutive, non-overlapping windows that may span document boundaries, never shards.
+    """
+
+    def __init__(self, shards: IndexedShards, seq_len: int):
+        self.shards, self.seq_len = shards, seq_len
+        per_shard = [max(len(s) - 1, 0) // seq_len for s in shards.streams]
+        self._first = np.cumsum([0] + per_shard)
+        if len(self) == 0:
+            raise DataError(f"{shards.directory}: fewer than seq_len+1 = {seq_len + 1} tokens in every shard")
+
+    def __len__(self) -> int:
+        return int(self._first[-1])
+
+    def window(self, k: int) -> np.ndarray:
+        s = int(np.searchsorted(self._first, k, side="right")) - 1
+        lo = (k - self._first[s]) * self.seq_len
+        return np.asarray(self.shards.streams[s][lo:lo + self.seq_len + 1], dtype=np.int64)
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.from_numpy(np.stack([self.window(int(k)) for k in indices]))
+        return rows[:, :-1], rows[:, 1:]
+
+
+class ResumableSampler:
+    """Sample indices for one rank, deterministic for (seed, world size) and resumable from a position.
+
+    The global order is an endless sequence of epochs, each a permutation of range(n) drawn from
+    numpy's Generator seeded with (seed, epoch). Each micro-step consumes the next micro_batch x world
+    samples of that order; rank r takes the r-th contiguous slice. `consumed` (global samples consumed)
+    is the whole state: a run restarted with the same consumed count sees exactly the same batches.
+    """
+
+    def __init__(self, n: int, micro_batch: int, rank: int, world: int, seed: int, consumed: int = 0):
+        self.n, self.micro_batch, self.rank, self.world, self.seed = n, micro_batch, rank, world, seed
+        self.consumed = consumed
+        self._epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch, self._perm = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._perm
+
+    def next_indices(self) -> np.ndarray:
+        start = self.consumed + self.rank * self.micro_batch
+        positions = np.arange(start, start + self.micro_batch)
+        out = np.empty(self.micro_batch, dtype=np.int64)
+        for epoch in np.unique(positions // self.n):
+            sel = positions // self.n == epoch
+            out[sel] = self._permutation(int(epoch))[positions[sel] % self.n]
+        self.consumed += self.micro_batch * self.world
+        return out
+
+    @property
+    def epoch(self) -> float:
+        return self.consumed / self.n
+
+
+def eval_batches(n: int, micro_batch: int, rank: int, world: int, max_batches: int = 0) -> Iterator[tuple[np.ndarray, int]]:
+    """Evaluation order for one rank: (indices, n_valid) per batch, samples 0..n-1 split evenly.
+
+    Every rank yields the same number of batches (short ones are padded with sample 0 and n_valid
+    tells how many rows count), so collectives stay in step across ranks.
+    """
+    per_step = micro_batch * world
+    steps = -(-n // per_step)
+    if max_batches:
+        steps = min(steps, max_batches)
+    for step in range(steps):
+        lo = step * per_step + rank * micro_batch
+        idx = np.arange(lo, lo + micro_batch)
+        valid = int(np.clip(n - lo, 0, micro_batch))
+        yield np.where(idx < n, idx, 0), valid

@@ -1,0 +1,205 @@
+"""ResNet-BK and the GPT baseline: one decoder skeleton, two kinds of block.
+
+ResNet-BK block: x + BKMixer(norm(x)), then x + MoE(norm(x)).
+GPT block:       x + CausalSelfAttention(norm(x)), then x + MLP(norm(x)).
+Both: token embedding (GPT adds learned positions; the causal BK recursion is ordered by itself),
+final norm, LM head tied to the embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .bk_core import resolvent_diagonal
+from .config import ModelConfig
+
+H0_DIAGONAL = -2.0  # diagonal of the discrete Laplacian H0 = tridiag(1, -2, 1)
+
+
+class LMOutput(NamedTuple):
+    logits: torch.Tensor
+    loss: torch.Tensor  # lm_loss + moe_balance_coef * balance_loss: what the optimizer sees
+    lm_loss: torch.Tensor
+    balance_loss: torch.Tensor
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, hidden: int, dropout: float):
+        super().__init__()
+        self.fc = nn.Linear(d_model, hidden)
+        self.proj = nn.Linear(hidden, d_model)
+        self.proj.is_residual_out = True
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class BKMixer(nn.Module):
+    """Sequence mixing through the causal resolvent diagonal of h tridiagonal systems.
+
+    Head k: a_i = H0_DIAGONAL + v_{i,k} with v = Linear(d, h)(x); couplings b_i = 1 (H0) or, selective,
+    b_{i-1} = softplus(w_k . x_i) >= 0 (computed from position i, so g_i still sees positions <= i only);
+    z_k = i, or learned x_k + i (softplus(y_k) + im_z_min). Output: Linear(2h, d)(Re g, Im g).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h = cfg.n_heads
+        self.potential = nn.Linear(cfg.d_model, h)
+        self.coupling = nn.Linear(cfg.d_model, h) if cfg.bk_selective else None
+        self.im_z_min = cfg.bk_im_z_min
+        if cfg.bk_learned_z:
+            self.z_re = nn.Parameter(torch.zeros(h))
+            # softplus(y) + im_z_min = 1 at init, i.e. z = i as in the faithful preset.
+            self.z_im_raw = nn.Parameter(torch.full((h,), math.log(math.expm1(1.0 - cfg.bk_im_z_min))))
+        else:
+            self.z_re = self.z_im_raw = None
+        self.out = nn.Linear(2 * h, cfg.d_model)
+        self.out.is_residual_out = True
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def spectral_shift(self) -> torch.Tensor:
+        if self.z_re is None:
+            return torch.ones(self.potential.out_features, dtype=torch.float32, device=self.potential.weight.device) * 1j
+        return torch.complex(self.z_re.float(), F.softplus(self.z_im_raw.float()) + self.im_z_min)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = (H0_DIAGONAL + self.potential(x)).transpose(1, 2)  # (B, h, N)
+        b = 1.0
+        if self.coupling is not None:
+            b = F.softplus(self.coupling(x[:, 1:]).float()).transpose(1, 2)  # (B, h, N-1)
+        g = resolvent_diagonal(a, b, self.spectral_shift(), causal=True)  # (B, h, N) complex
+        features = torch.cat([g.real, g.imag], dim=1).transpose(1, 2).to(x.dtype)  # (B, N, 2h)
+        return self.dropout(self.out(features))
+
+
+class MoE(nn.Module):
+    """Top-k routed experts without capacity limits (no token is dropped).
+
+    Gate weights are the router's softmax probabilities of the chosen experts (renormalised when k > 1),
+    so the router gets a gradient even at k = 1. Load-balancing loss (Switch Transformer):
+    E * sum_e f_e * P_e, f_e = share of routed slots sent to expert e, P_e = mean router probability;
+    it equals 1 for a perfectly uniform router. Every expert runs on every call, with zero tokens if none
+    are routed to it, so all ranks issue the same sequence of module calls (ZeRO-3 requires it).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.top_k = cfg.moe_top_k
+        self.router = nn.Linear(cfg.d_model, cfg.moe_experts, bias=False)
+        self.experts = nn.ModuleList(MLP(cfg.d_model, cfg.ffn_hidden, cfg.dropout) for _ in range(cfg.moe_experts))
+        self.register_buffer("last_load", torch.zeros(cfg.moe_experts), persistent=False)
+
+    def forward(self, x: torch.Tensor):
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        probs = F.softmax(self.router(flat).float(), dim=-1)  # (T, E)
+        gate, choice = probs.topk(self.top_k, dim=-1)  # (T, k)
+        if self.top_k > 1:
+            gate = gate / gate.sum(-1, keepdim=True)
+        n_experts = probs.shape[-1]
+        load = torch.bincount(choice.flatten(), minlength=n_experts).float() / choice.numel()
+        balance_loss = n_experts * torch.sum(load * probs.mean(0))
+        self.last_load = load.detach()
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            token, slot = (choice == e).nonzero(as_tuple=True)
+            y = expert(flat[token]) * gate[token, slot, None].to(flat.dtype)
+            out.index_add_(0, token, y)
+        return out.reshape(shape), balance_loss
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.out.is_residual_out = True
+        self.dropout = cfg.dropout
+
+    def forward(self, x):
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, N, D))
+
+
+class ResNetBKBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1, self.norm2 = nn.RMSNorm(cfg.d_model), nn.RMSNorm(cfg.d_model)
+        self.mixer = BKMixer(cfg)
+        self.moe = MoE(cfg)
+
+    def forward(self, x):
+        x = x + self.mixer(self.norm1(x))
+        y, balance_loss = self.moe(self.norm2(x))
+        return x + y, balance_loss
+
+
+class GPTBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1, self.norm2 = nn.RMSNorm(cfg.d_model), nn.RMSNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.mlp = MLP(cfg.d_model, cfg.ffn_hidden, cfg.dropout)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x)), x.new_zeros(())
+
+
+class CausalLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        block = {"resnetbk": ResNetBKBlock, "gpt": GPTBlock}[cfg.arch]
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.arch == "gpt" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.d_model)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # GPT-2 initialisation; residual output projections scaled by 1/sqrt(2 * n_layers).
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if getattr(module, "is_residual_out", False) else 0.02
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, targets: Optional[torch.Tensor] = None):
+        """tokens (B, N) -> logits (B, N, vocab); with targets (B, N), an LMOutput with the losses."""
+        n = tokens.shape[1]
+        if n > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {n} exceeds model.max_seq_len={self.cfg.max_seq_len}")
+        x = self.embed(tokens)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(torch.arange(n, device=tokens.device))
+        x = self.drop(x)
+        balance_loss = x.new_zeros((), dtype=torch.float32)
+        for block in self.blocks:
+            x, block_balance = block(x)
+            balance_loss = balance_loss + block_balance
+        logits = F.linear(self.norm(x), self.embed.weight)  # tied LM head
+        if targets is None:
+            return logits
+        lm_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        balance_loss = balance_loss / len(self.blocks)
+        coef = self.cfg.moe_balance_coef if self.cfg.arch == "resnetbk" else 0.0
+        return LMOutput(logits, lm_loss + coef * balance_loss, lm_loss, balance_loss)
+
+    def expert_load(self) -> Optional[torch.Tensor]:
+        """Share of routed slots per expert in the last forward, averaged over layers (None for GPT)."""
+        loads = [b.moe.last_load for b in self.blocks if isinstance(b, ResNetBKBlock)]
+        return torch.stack(loads).mean(0) if loads else None

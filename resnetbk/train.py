@@ -1,0 +1,260 @@
+"""Training entry point: python -m resnetbk.train --config FILE [key=value ...]
+
+Runs alone (one process) or under a launcher (`deepspeed --num_gpus N -m resnetbk.train ...`, torchrun).
+The config is checked before torch or DeepSpeed load: a bad key stops in a second with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+
+from .config import ConfigError, load_config, to_yaml
+from .data import DataError, read_manifest
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m resnetbk.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML run config (see configs/)")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=50")
+    return parser.parse_args(argv)
+
+
+def check_inputs(cfg):
+    """Everything that can be checked before the heavy imports. Returns the DeepSpeed strategy dict."""
+    from .ds_config import load_strategy
+
+    from .checkpoint import resolve_resume
+
+    strategy = load_strategy(cfg.deepspeed.config)
+    resolve_resume(cfg.resume, cfg.run_dir)  # a bad checkpoint path fails here, before any work
+    for key in ("train", "val"):
+        manifest = read_manifest(getattr(cfg.data, key))
+        if manifest["vocab_size"] > cfg.model.vocab_size:
+            raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the vocabulary of "
+                              f"data.{key} ({manifest['vocab_size']})")
+    if not os.path.isfile(cfg.data.tokenizer):
+        raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer}: file not found")
+    return strategy
+
+
+def _single_process_env():
+    """Lets `python -m resnetbk.train` run without a launcher: a world of one on a free local port."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+
+def param_groups(model, weight_decay: float):
+    """Weight decay on matrices only (not on norms, biases, embeddings' rows are matrices: decayed)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    def __init__(self, cfg, strategy: dict):
+        import deepspeed
+        import torch
+        import torch.distributed as dist
+        from deepspeed.accelerator import get_accelerator
+
+        from .data import IndexedShards, PackedSequences
+        from .ds_config import build_ds_config
+        from .metrics import MetricsLogger
+        from .model import CausalLM
+
+        self.cfg, self.torch, self.dist = cfg, torch, dist
+        _single_process_env()
+        accel = get_accelerator()
+        self.on_cuda = accel.device_name() == "cuda"
+        if not self.on_cuda:
+            # Each rank gets its share of the cores instead of every rank spawning one thread per core.
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", "1")))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        deepspeed.init_distributed()
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.is_main = self.rank == 0
+        self.device = torch.device(accel.device_name(), int(os.environ.get("LOCAL_RANK", 0))) if self.on_cuda else torch.device("cpu")
+        if self.on_cuda:
+            accel.set_device(self.device.index)
+
+        self.train_docs = IndexedShards(cfg.data.train)
+        self.train_data = PackedSequences(self.train_docs, cfg.train.seq_len)
+        self.val_data = PackedSequences(IndexedShards(cfg.data.val), cfg.train.seq_len)
+
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        model = CausalLM(cfg.model)
+        self.n_params = sum(p.numel() for p in model.parameters())
+        ds_config = build_ds_config(cfg, strategy, self.world, self.on_cuda)
+        self.engine, _, _, self.scheduler = deepspeed.initialize(
+            model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=ds_config)
+        self.global_batch = cfg.train.micro_batch * cfg.train.grad_accum * self.world
+        if self.is_main:
+            os.makedirs(cfg.run_dir, exist_ok=True)
+            with open(os.path.join(cfg.run_dir, "config.yaml"), "w") as f:
+                f.write(to_yaml(cfg))
+        self.metrics = MetricsLogger(cfg.run_dir, getattr(self.engine, "monitor", None), self.is_main)
+
+    def print(self, *args):
+        if self.is_main:
+            print(*args, flush=True)
+
+    def run(self) -> int:
+        from . import checkpoint
+        from .data import ResumableSampler
+        from .evaluate import eval_sample_count, evaluate, perplexity, unigram_loss
+
+        cfg, t, torch = self.cfg, self.cfg.train, self.torch
+        state = {"step": 0, "tokens": 0, "consumed_samples": 0}
+        resume = checkpoint.resolve_resume(cfg.resume, cfg.run_dir)
+        if resume is not None:
+            client = checkpoint.load(self.engine, *resume)
+            state.update({k: client[k] for k in state})
+            self.print(f"resumed from {resume[0]}/{resume[1] or 'latest'} at step {state['step']}")
+        sampler = ResumableSampler(len(self.train_data), t.micro_batch, self.rank, self.world, t.seed,
+                                   consumed=state["consumed_samples"])
+        kind = "ResNet-BK" if cfg.model.arch == "resnetbk" else "GPT"
+        self.print(f"{kind}: {self.n_params / 1e6:.2f}M parameters | {self.world} rank(s) on {self.device.type} | "
+                   f"global batch {self.global_batch} x {t.seq_len} tokens | {len(self.train_data):,} training "
+                   f"sequences | steps {state['step']}..{t.max_steps}")
+
+        interval = torch.zeros(4, dtype=torch.float64)  # sums of loss, lm loss, balance loss; micro-steps
+        last_time, last_tokens, start_time = time.time(), state["tokens"], time.time()
+        start_step = state["step"]
+        val_loss = None
+        while state["step"] < t.max_steps:
+            lr = self.engine.get_lr()[0]
+            for _ in range(t.grad_accum):
+                x, y = self.train_data.batch(sampler.next_indices())
+                out = self.engine(x.to(self.device), y.to(self.device))
+                self.engine.backward(out.loss)
+                self.engine.step()
+                interval += torch.tensor([out.loss.item(), out.lm_loss.item(), out.balance_loss.item(), 1.0],
+                                         dtype=torch.float64)
+            state["step"] += 1
+            state["tokens"] += self.global_batch * t.seq_len
+            state["consumed_samples"] = sampler.consumed
+            step, last = state["step"], state["step"] == t.max_steps
+
+            if step % t.log_interval == 0 or last:
+                self.dist.all_reduce(interval)
+                loss, lm_loss, balance, n = interval.tolist()
+                interval.zero_()
+                now = time.time()
+                tok_per_s = (state["tokens"] - last_tokens) / (now - last_time)
+                last_time, last_tokens = now, state["tokens"]
+                record = {"step": step, "loss": loss / n, "lm_loss": lm_loss / n, "lr": lr, "tokens": state["tokens"],
+                          "epoch": round(sampler.epoch, 4), "tokens_per_sec": tok_per_s, "elapsed_sec": now - start_time}
+                if cfg.model.arch == "resnetbk":
+                    record["moe_balance_loss"] = balance / n
+                grad_norm = self.engine.get_global_grad_norm()
+                if grad_norm is not None:
+                    record["grad_norm"] = float(grad_norm)
+                if step % t.eval_interval == 0 or last:
+                    val_loss = evaluate(self.engine, self.val_data, t.micro_batch, self.device, t.eval_max_batches)
+                    record.update(val_loss=val_loss, val_ppl=perplexity(val_loss))
+                self._log(record, start_step, t.max_steps)
+
+            if t.save_interval and step % t.save_interval == 0 and not last:
+                checkpoint.save(self.engine, cfg.run_dir, step, state)
+        if state["step"] > start_step or resume is None:
+            ckpt = checkpoint.save(self.engine, cfg.run_dir, state["step"], state)
+        else:
+            ckpt = os.path.join(checkpoint.checkpoint_root(cfg.run_dir), checkpoint.tag_for(state["step"]))
+        if val_loss is None:  # resumed at the end: nothing trained, evaluate what was loaded
+            val_loss = evaluate(self.engine, self.val_data, t.micro_batch, self.device, t.eval_max_batches)
+        text = self._sample()
+        if self.is_main:
+            n_eval = eval_sample_count(self.val_data, t.micro_batch, self.world, t.eval_max_batches)
+            uni = unigram_loss(self.train_docs, self.val_data, n_eval)
+            self._report(val_loss, uni, n_eval * t.seq_len, text, ckpt, state)
+        return 0
+
+    def _log(self, r: dict, start_step: int, max_steps: int) -> None:
+        scalars = {"train/loss": r["loss"], "train/lm_loss": r["lm_loss"], "train/lr": r["lr"],
+                   "train/tokens_seen": r["tokens"], "perf/tokens_per_sec_per_gpu": r["tokens_per_sec"] / self.world}
+        for key, name in (("grad_norm", "train/grad_norm"), ("moe_balance_loss", "moe/load_balance_loss"),
+                          ("val_loss", "val/loss"), ("val_ppl", "val/ppl")):
+            if key in r:
+                scalars[name] = r[key]
+        load = self.engine.module.expert_load()
+        if load is not None:
+            scalars.update({f"moe/expert_load/{i}": float(v) for i, v in enumerate(load)})
+        self.metrics.log(r, scalars)
+        done = r["step"] - start_step
+        eta = r["elapsed_sec"] / max(done, 1) * (max_steps - r["step"])
+        line = (f"step {r['step']:>6}/{max_steps} | loss {r['loss']:.4f} | lr {r['lr']:.2e} | "
+                f"{r['tokens_per_sec']:,.0f} tok/s | ETA {eta / 60:.1f} min")
+        if "val_loss" in r:
+            line += f" | val {r['val_loss']:.4f} (ppl {r['val_ppl']:.1f})"
+        self.print(line)
+
+    def _sample(self) -> str:
+        """Every rank samples with the same seed (required under ZeRO-3); rank 0 decodes."""
+        import sentencepiece as spm
+
+        from .generate import sample
+
+        s, torch = self.cfg.sample, self.torch
+        if s.max_new_tokens == 0:
+            return ""
+        sp = spm.SentencePieceProcessor(model_file=self.cfg.data.tokenizer)
+        prompt = torch.tensor([sp.encode(s.prompt)], dtype=torch.long, device=self.device)
+        gen = torch.Generator().manual_seed(self.cfg.train.seed)
+        out = sample(self.engine, prompt, s.max_new_tokens, self.cfg.model.max_seq_len, s.temperature, s.top_k, gen)
+        return sp.decode(out[0].tolist())
+
+    def _report(self, val_loss, uni_loss, n_tokens, text, ckpt, state) -> None:
+        import json
+
+        from .evaluate import perplexity
+
+        summary = {"step": state["step"], "tokens": state["tokens"], "val_loss": val_loss, "val_ppl": perplexity(val_loss),
+                   "unigram_val_loss": uni_loss, "unigram_val_ppl": perplexity(uni_loss), "val_tokens": n_tokens,
+                   "checkpoint": ckpt, "sample": text}
+        with open(os.path.join(self.cfg.run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        run = self.cfg.run_dir
+        tb = os.path.join(run, "tensorboard") if self.cfg.tb_enabled else "(disabled)"
+        print("\n".join([
+            "",
+            f"validation ({n_tokens:,} held-out tokens): loss {val_loss:.4f}, perplexity {perplexity(val_loss):.1f}",
+            f"unigram baseline on the same tokens:  loss {uni_loss:.4f}, perplexity {perplexity(uni_loss):.1f}",
+            f"sample: {text}",
+            "",
+            f"run directory   {run}",
+            f"  metrics       {os.path.join(run, 'metrics.jsonl')}",
+            f"  summary       {os.path.join(run, 'summary.json')}",
+            f"  tensorboard   {tb}",
+            f"  checkpoint    {ckpt}",
+        ]), flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        strategy = check_inputs(cfg)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return Trainer(cfg, strategy).run()
+    except (ConfigError, DataError) as e:  # found after start-up, e.g. an unusable checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
