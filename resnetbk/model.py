@@ -19,6 +19,11 @@ from .bk_core import resolvent_diagonal
 from .config import ModelConfig
 
 H0_DIAGONAL = -2.0  # diagonal of the discrete Laplacian H0 = tridiag(1, -2, 1)
+# Expert batches are padded to a multiple of this many rows. BLAS switches kernels (and so rounding) for
+# very small row counts; with padding, a token's expert output does not depend on how many other tokens
+# chose that expert, which keeps the model exactly causal: changing token t+1 cannot move logits <= t
+# through a different GEMM path.
+MOE_ROW_BLOCK = 32
 
 
 class LMOutput(NamedTuple):
@@ -110,7 +115,9 @@ class MoE(nn.Module):
         out = torch.zeros_like(flat)
         for e, expert in enumerate(self.experts):
             token, slot = (choice == e).nonzero(as_tuple=True)
-            y = expert(flat[token]) * gate[token, slot, None].to(flat.dtype)
+            rows = flat[token]
+            pad = -len(token) % MOE_ROW_BLOCK
+            y = expert(F.pad(rows, (0, 0, 0, pad)))[: len(token)] * gate[token, slot, None].to(flat.dtype)
             out.index_add_(0, token, y)
         return out.reshape(shape), balance_loss
 

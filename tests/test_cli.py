@@ -1,0 +1,69 @@
+"""Bad input stops before any work: one line naming the key or file, non-zero exit, no traceback."""
+
+import json
+import sys
+
+import pytest
+
+from conftest import run_cli
+from resnetbk.config import ConfigError, load_config
+
+
+def train(*args):
+    return run_cli([sys.executable, "-m", "resnetbk.train", *args], timeout=120)
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("model.d_modle=3", "model.d_modle"),
+    ("train.max_steps=many", "train.max_steps"),
+    ("model.arch=lstm", "model.arch"),
+    ("train.seq_len=4096", "train.seq_len"),
+    ("model.moe_top_k=9", "model.moe_top_k"),
+    ("resume=/no/such/checkpoint", "resume"),
+    ("train.eval_interval=15", "train.eval_interval"),
+    ("data.train=/no/such/dir", "/no/such/dir/manifest.json"),
+    ("deepspeed.config=/no/such.json", "/no/such.json"),
+    ("model.vocab_size=100", "model.vocab_size"),
+    ("nonsense", "key=value"),
+])
+def test_bad_overrides(kjv_data, override, fragment):
+    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    assert_one_line_error(train("--config", "configs/tiny.yaml", *data, override), fragment)
+
+
+def test_missing_config_file():
+    assert_one_line_error(train("--config", "configs/nope.yaml"), "configs/nope.yaml")
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ({"zero_optimisation": {"stage": 2}, "gradient_clipping": 1.0}, "zero_optimisation"),
+    ({"optimizer": {"type": "Adam"}, "gradient_clipping": 1.0}, "optim"),
+    ({"zero_optimization": {"stage": 2}}, "gradient_clipping"),
+])
+def test_bad_deepspeed_json(tmp_path, kjv_data, content, fragment):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(content))
+    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    assert_one_line_error(train("--config", "configs/tiny.yaml", *data, f"deepspeed.config={path}"), str(path), fragment)
+
+
+def test_shipped_configs_load():
+    for name in ("configs/tiny.yaml", "configs/tiny-gpt.yaml"):
+        cfg = load_config(name)
+        assert cfg.train.seq_len <= cfg.model.max_seq_len
+
+
+def test_load_config_types_and_overrides():
+    cfg = load_config("configs/tiny.yaml", ["train.max_steps=7", "model.arch=gpt", "optim.warmup_steps=2"])
+    assert cfg.train.max_steps == 7 and cfg.model.arch == "gpt"
+    with pytest.raises(ConfigError, match="optim.warmup_steps"):
+        load_config("configs/tiny.yaml", ["train.max_steps=7"])

@@ -1,0 +1,95 @@
+"""Shards, packing, the resumable sampler, evaluation order, and the KJV split."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from data_prep import kjv
+from data_prep.shards import ShardWriter
+from resnetbk.data import DataError, IndexedShards, PackedSequences, ResumableSampler, eval_batches
+
+
+def write_docs(tmp_path, docs, shard_tokens=1 << 20, vocab=1000):
+    tok = tmp_path / "tok.model"
+    tok.write_bytes(b"stand-in tokenizer file: only its checksum is recorded")
+    writer = ShardWriter(str(tmp_path / "shards"), vocab, eos_id=2, tokenizer_path=str(tok), shard_tokens=shard_tokens)
+    for d in docs:
+        writer.add(d)
+    writer.close()
+    return str(tmp_path / "shards")
+
+
+@pytest.mark.parametrize("shard_tokens", [1 << 20, 7])  # one shard, or a new shard every few documents
+def test_indexed_shards_round_trip(tmp_path, shard_tokens):
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(3, 1000, size=rng.integers(0, 20)).tolist() for _ in range(50)]
+    shards = IndexedShards(write_docs(tmp_path, docs, shard_tokens))
+    assert len(shards) == 50
+    for i, d in enumerate(docs):
+        assert shards[i].tolist() == d
+    assert shards[-1].tolist() == docs[-1]
+    with pytest.raises(IndexError):
+        shards[50]
+    assert shards.num_tokens == sum(len(d) + 1 for d in docs)
+    counts = shards.token_counts()
+    assert counts[2] == 50 and counts.sum() == shards.num_tokens
+
+
+def test_uint32_when_vocab_exceeds_uint16(tmp_path):
+    directory = write_docs(tmp_path, [[70000, 3], [5]], vocab=100_000)
+    assert json.load(open(os.path.join(directory, "manifest.json")))["dtype"] == "uint32"
+    assert IndexedShards(directory)[0].tolist() == [70000, 3]
+
+
+def test_truncated_shard_and_missing_manifest_are_named(tmp_path):
+    directory = write_docs(tmp_path, [[5, 6, 7]] * 10)
+    bin_path = os.path.join(directory, "00000.bin")
+    with open(bin_path, "r+b") as f:
+        f.truncate(6)
+    with pytest.raises(DataError, match="00000.bin"):
+        IndexedShards(directory)
+    with pytest.raises(DataError, match="manifest.json: not found"):
+        IndexedShards(str(tmp_path / "nowhere"))
+
+
+def test_packed_windows_are_consecutive_and_shifted(tmp_path):
+    docs = [list(range(3, 40)), list(range(100, 160))]
+    data = PackedSequences(IndexedShards(write_docs(tmp_path, docs)), seq_len=8)
+    stream = np.concatenate([docs[0], [2], docs[1], [2]])
+    assert len(data) == (len(stream) - 1) // 8
+    x, y = data.batch([0, 3])
+    assert x[1].tolist() == stream[24:32].tolist() and y[1].tolist() == stream[25:33].tolist()
+
+
+def test_sampler_ranks_partition_each_epoch_and_resume_exactly():
+    n, micro, world = 37, 3, 2
+    ranks = [ResumableSampler(n, micro, r, world, seed=5) for r in range(world)]
+    seen = [np.concatenate([s.next_indices() for s in ranks]) for _ in range(40)]
+    flat = np.concatenate(seen)
+    for epoch in range(3):  # each epoch is a permutation of range(n)
+        assert sorted(flat[epoch * n:(epoch + 1) * n].tolist()) == list(range(n))
+    assert not np.array_equal(flat[:n], flat[n:2 * n])  # reshuffled per epoch
+    # Restart at consumed = 7 micro-steps: the same batches follow.
+    again = [ResumableSampler(n, micro, r, world, seed=5, consumed=7 * micro * world) for r in range(world)]
+    for step in range(7, 40):
+        assert np.array_equal(np.concatenate([s.next_indices() for s in again]), seen[step])
+
+
+def test_eval_batches_cover_every_sample_once_with_equal_counts():
+    n, micro, world = 23, 4, 3
+    per_rank = [list(eval_batches(n, micro, r, world)) for r in range(world)]
+    assert len({len(b) for b in per_rank}) == 1
+    valid = sorted(int(i) for batches in per_rank for idx, v in batches for i in idx[:v])
+    assert valid == list(range(n))
+
+
+def test_kjv_validation_books_are_held_out(kjv_data):
+    train = json.load(open(kjv_data / "train" / "manifest.json"))
+    val = json.load(open(kjv_data / "val" / "manifest.json"))
+    assert set(val["books"]) == set(kjv.VAL_BOOKS)
+    assert not set(train["books"]) & set(val["books"])
+    assert len(train["books"]) + len(val["books"]) == 66
+    assert train["tokenizer_sha256"] == val["tokenizer_sha256"]
+    assert IndexedShards(str(kjv_data / "val")).num_tokens > 20_000

@@ -1,0 +1,83 @@
+"""Model-level properties: causality, MoE router gradient, load-balancing loss, build_model API."""
+
+import pytest
+import torch
+
+from resnetbk import build_model
+from resnetbk.config import ConfigError
+
+SMALL = dict(vocab_size=97, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64, max_seq_len=48)
+
+
+@pytest.mark.parametrize("arch,extra", [
+    ("resnetbk", {}),
+    ("resnetbk", {"bk_selective": True, "moe_top_k": 1}),
+    ("resnetbk", {"n_heads": 1, "bk_learned_z": False}),  # the faithful one-head, z = i layout
+    ("gpt", {}),
+])
+def test_changing_token_t_plus_1_leaves_logits_up_to_t_unchanged(arch, extra):
+    torch.manual_seed(0)
+    model = build_model(arch, **{**SMALL, **extra}).eval()
+    tokens = torch.randint(0, 97, (2, 40))
+    for t in range(0, 39, 3):
+        changed = tokens.clone()
+        changed[:, t + 1] = (changed[:, t + 1] + 1) % 97
+        with torch.no_grad():
+            before, after = model(tokens), model(changed)
+        assert torch.equal(before[:, : t + 1], after[:, : t + 1])
+        assert not torch.equal(before[:, t + 1], after[:, t + 1])
+
+
+@pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
+def test_forward_shapes_and_loss(arch):
+    model = build_model(arch, **SMALL)
+    tokens = torch.randint(0, 97, (3, 20))
+    assert model(tokens).shape == (3, 20, 97)
+    out = model(tokens[:, :-1], tokens[:, 1:])
+    assert out.logits.shape == (3, 19, 97)
+    assert abs(out.lm_loss.item() - torch.log(torch.tensor(97.0)).item()) < 0.5  # near uniform at init
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.randint(0, 97, (1, 49)))
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_router_receives_gradient_from_lm_loss(top_k):
+    torch.manual_seed(0)
+    model = build_model("resnetbk", **SMALL, moe_top_k=top_k, moe_balance_coef=0.0)
+    tokens = torch.randint(0, 97, (2, 30))
+    model(tokens[:, :-1], tokens[:, 1:]).loss.backward()
+    for block in model.blocks:
+        assert block.moe.router.weight.grad.abs().sum() > 0
+
+
+def test_balance_loss_is_in_the_training_loss_and_reaches_the_router():
+    torch.manual_seed(0)
+    model = build_model("resnetbk", **SMALL, moe_balance_coef=0.5)
+    tokens = torch.randint(0, 97, (2, 30))
+    out = model(tokens[:, :-1], tokens[:, 1:])
+    assert torch.allclose(out.loss, out.lm_loss + 0.5 * out.balance_loss)
+    assert out.balance_loss.item() >= 1.0 - 1e-6  # E * sum f_e P_e >= 1, equality only when balanced
+    model.zero_grad()
+    out.balance_loss.backward()
+    assert all(block.moe.router.weight.grad.abs().sum() > 0 for block in model.blocks)
+    load = model.expert_load()
+    assert load.shape == (4,) and abs(load.sum().item() - 1) < 1e-6
+
+
+def test_learned_z_and_couplings_train():
+    model = build_model("resnetbk", **SMALL, bk_selective=True)
+    tokens = torch.randint(0, 97, (2, 30))
+    model(tokens[:, :-1], tokens[:, 1:]).loss.backward()
+    mixer = model.blocks[0].mixer
+    for p in (mixer.z_re, mixer.z_im_raw, mixer.coupling.weight, mixer.potential.weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    assert (mixer.spectral_shift().imag > 0).all()
+
+
+def test_build_model_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="d_modle"):
+        build_model("resnetbk", d_modle=3)
+    with pytest.raises(ConfigError, match="model.arch"):
+        build_model("lstm")
+    with pytest.raises(ConfigError, match="model.moe_top_k"):
+        build_model("resnetbk", moe_top_k=5)
