@@ -1,7 +1,7 @@
 """The DeepSpeed config: a strategy JSON from ds_configs/ completed with what the run config owns.
 
 The JSON file owns the engine strategy (ZeRO stage, offload, precision, gradient clipping, activation
-checkpointing). The run config owns batch sizes, optimizer, LR schedule and where TensorBoard writes;
+checkpointing). The run config owns batch sizes, optimizer, LR schedule (resnetbk/optim.py) and where TensorBoard writes;
 the JSON must not set those, so there is one source of truth for each number.
 
 DeepSpeed silently ignores an unknown top-level key (a misspelled "zero_optimisation" runs as stage 0),
@@ -32,7 +32,7 @@ OWNED_BY_RUN_CONFIG = {
     "train_micro_batch_size_per_gpu": "train.micro_batch",
     "gradient_accumulation_steps": "train.grad_accum",
     "optimizer": "optim.*",
-    "scheduler": "optim.* and train.max_steps",
+    "scheduler": "optim.* and train.max_steps (see resnetbk/optim.py)",
     "tensorboard": "run_dir and tb_enabled",
 }
 
@@ -73,11 +73,6 @@ def build_ds_config(cfg: RunConfig, strategy: dict, world_size: int, on_cuda: bo
         # FusedAdam needs CUDA; on CPU DeepSpeed must use torch's AdamW.
         "params": {"lr": o.lr, "betas": list(o.betas), "eps": o.eps, "weight_decay": o.weight_decay,
                    "torch_adam": not on_cuda},
-    }
-    ds["scheduler"] = {
-        "type": "WarmupCosineLR",
-        "params": {"total_num_steps": t.max_steps, "warmup_num_steps": o.warmup_steps, "warmup_min_ratio": 0.0,
-                   "cos_min_ratio": o.min_lr_ratio, "warmup_type": "linear"},
     }
     if cfg.tb_enabled:
         # DeepSpeed's monitor writes the event file; the trainer adds its own scalars through the same writer.

@@ -50,7 +50,7 @@ class BKMixer(nn.Module):
 
     Head k: a_i = H0_DIAGONAL + v_{i,k} with v = Linear(d, h)(x); couplings b_i = 1 (H0) or, selective,
     b_{i-1} = softplus(w_k . x_i) >= 0 (computed from position i, so g_i still sees positions <= i only);
-    z_k = i, or learned x_k + i (softplus(y_k) + im_z_min). Output: Linear(2h, d)(Re g, Im g).
+    z_k = i, or learned x_k + i (softplus(y_k) + im_z_min). Output: Linear(2h, d) of (Re g_k, Im g_k) per head.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -80,7 +80,9 @@ class BKMixer(nn.Module):
         if self.coupling is not None:
             b = F.softplus(self.coupling(x[:, 1:]).float()).transpose(1, 2)  # (B, h, N-1)
         g = resolvent_diagonal(a, b, self.spectral_shift(), causal=True)  # (B, h, N) complex
-        features = torch.cat([g.real, g.imag], dim=1).transpose(1, 2).to(x.dtype)  # (B, N, 2h)
+        # (B, N, 2h) as (Re g, Im g) per head. a is a view of a (B, N, h) tensor and the Triton kernels
+        # write g in a's memory order, so on GPU this is a view, not a copy.
+        features = torch.view_as_real(g.transpose(1, 2)).flatten(2).to(x.dtype)
         return self.dropout(self.out(features))
 
 

@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 
 from .config import ConfigError, load_config, to_yaml
 from .data import DataError, read_manifest
@@ -54,14 +55,6 @@ def _single_process_env():
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
-def param_groups(model, weight_decay: float):
-    """Weight decay on matrices only (not on norms, biases, embeddings' rows are matrices: decayed)."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 class Trainer:
     def __init__(self, cfg, strategy: dict):
         import deepspeed
@@ -73,8 +66,11 @@ class Trainer:
         from .ds_config import build_ds_config
         from .metrics import MetricsLogger
         from .model import CausalLM
+        from .optim import lr_scheduler_factory, param_groups
 
         self.cfg, self.torch, self.dist = cfg, torch, dist
+        # DeepSpeed 0.19.8's ZeRO-2 calls a torch collective that torch 2.13 deprecates; not ours to fix.
+        warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
         _single_process_env()
         accel = get_accelerator()
         self.on_cuda = accel.device_name() == "cuda"
@@ -97,8 +93,10 @@ class Trainer:
         model = CausalLM(cfg.model)
         self.n_params = sum(p.numel() for p in model.parameters())
         ds_config = build_ds_config(cfg, strategy, self.world, self.on_cuda)
-        self.engine, _, _, self.scheduler = deepspeed.initialize(
-            model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=ds_config)
+        o = cfg.optim
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, model_parameters=param_groups(model, o.weight_decay), config=ds_config,
+            lr_scheduler=lr_scheduler_factory(o.warmup_steps, cfg.train.max_steps, o.min_lr_ratio))
         self.global_batch = cfg.train.micro_batch * cfg.train.grad_accum * self.world
         if self.is_main:
             os.makedirs(cfg.run_dir, exist_ok=True)
@@ -134,7 +132,8 @@ class Trainer:
         start_step = state["step"]
         val_loss = None
         while state["step"] < t.max_steps:
-            lr = self.engine.get_lr()[0]
+            # The rate this step's update uses (the scheduler steps after each update).
+            lr = self.engine.optimizer.param_groups[0]["lr"]
             for _ in range(t.grad_accum):
                 x, y = self.train_data.batch(sampler.next_indices())
                 out = self.engine(x.to(self.device), y.to(self.device))
