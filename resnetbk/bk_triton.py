@@ -26,8 +26,10 @@ import torch
 import triton
 import triton.language as tl
 
-CHUNK = 64
-BLOCK_ROWS = 128
+# Chosen by `benchmarks/bk_core.py --sweep-only` on an H100 (docs/performance.md): longer chunks mean fewer
+# float64 map summaries and a shorter scan across chunks; 64 rows per program keep enough programs in flight.
+CHUNK = 128
+BLOCK_ROWS = 64
 
 
 @triton.jit
@@ -74,12 +76,14 @@ def _chunk_maps_fwd(a_ptr, beta_ptr, zr_ptr, zi_ptr, maps_ptr, R, N, n_chunks, i
         ci = tl.where(m, nci, ci)
         dr = tl.where(m, ndr, dr)
         di = tl.where(m, ndi, di)
-        # Rescale (projectively free): keeps entries near 1 whatever the potentials.
-        s = tl.maximum(tl.maximum(tl.abs(cr) + tl.abs(ci), tl.abs(dr) + tl.abs(di)),
-                       tl.maximum(tl.abs(ar) + tl.abs(ai), tl.abs(br) + tl.abs(bi)))
-        inv = 1.0 / tl.where(s > 0, s, 1.0)
-        ar, ai, br, bi = ar * inv, ai * inv, br * inv, bi * inv
-        cr, ci, dr, di = cr * inv, ci * inv, dr * inv, di * inv
+        if j % 4 == 3:
+            # Rescale every 4 steps (projectively free): entries grow at most by about |alpha| + beta per
+            # step, nowhere near float64's range in 4 steps, and stay near 1 whatever the potentials.
+            s = tl.maximum(tl.maximum(tl.abs(cr) + tl.abs(ci), tl.abs(dr) + tl.abs(di)),
+                           tl.maximum(tl.abs(ar) + tl.abs(ai), tl.abs(br) + tl.abs(bi)))
+            inv = 1.0 / tl.where(s > 0, s, 1.0)
+            ar, ai, br, bi = ar * inv, ai * inv, br * inv, bi * inv
+            cr, ci, dr, di = cr * inv, ci * inv, dr * inv, di * inv
     base = maps_ptr + (rows * n_chunks + c) * 8
     tl.store(base + 0, ar, mask=rmask)
     tl.store(base + 1, ai, mask=rmask)
@@ -286,8 +290,12 @@ def _grid(R: int, n_chunks: int, block_rows: int):
 
 
 def _block_rows(R: int) -> int:
-    # Fewer rows than a block leave lanes idle; small row counts get narrower blocks (and more chunks).
+    # Fewer rows than a block leave lanes idle; small row counts get narrower blocks.
     return max(16, min(BLOCK_ROWS, triton.next_power_of_2(R)))
+
+
+def _warps(block_rows: int) -> int:
+    return max(1, block_rows // 32)  # one row per thread
 
 
 def _empty_like_order(a: torch.Tensor, trailing: tuple = (), dtype=torch.float32) -> torch.Tensor:
@@ -298,13 +306,15 @@ def _empty_like_order(a: torch.Tensor, trailing: tuple = (), dtype=torch.float32
     return t.permute(inverse)
 
 
-def causal_forward(a: torch.Tensor, beta, z: torch.Tensor) -> torch.Tensor:
+def causal_forward(a: torch.Tensor, beta, z: torch.Tensor, chunk: int | None = None,
+                   block_rows: int | None = None) -> torch.Tensor:
     """a (outer, inner, N) float32, any strides; beta the same shape (beta[..., 0] ignored) or a float
     (constant b^2); z (outer * inner,) complex. Returns g (outer, inner, N) complex64 in a's memory order."""
     O, H, N = a.shape
     R = O * H
-    n_chunks = triton.cdiv(N, CHUNK)
-    rows_per_block = _block_rows(R)
+    chunk = chunk or CHUNK
+    n_chunks = triton.cdiv(N, chunk)
+    rows_per_block = block_rows or _block_rows(R)
     has_beta = isinstance(beta, torch.Tensor)
     beta_t = beta if has_beta else a
     zr, zi = z.real.float().contiguous(), z.imag.float().contiguous()
@@ -316,22 +326,24 @@ def causal_forward(a: torch.Tensor, beta, z: torch.Tensor) -> torch.Tensor:
     ab = (*a.stride(), *beta_t.stride())
     if n_chunks > 1:
         _chunk_maps_fwd[grid](a, beta_t, zr, zi, maps, R, N, n_chunks, H, *ab, beta_const,
-                              HAS_BETA=has_beta, CHUNK=CHUNK, BLOCK_ROWS=rows_per_block)
-        _chunk_scan_fwd[(grid[0],)](maps, gin, R, n_chunks, BLOCK_ROWS=rows_per_block)
+                              HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
+        _chunk_scan_fwd[(grid[0],)](maps, gin, R, n_chunks, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
     else:
         gin.zero_()
     _chunk_outputs_fwd[grid](a, beta_t, zr, zi, gin, g, R, N, n_chunks, H, *ab, *g.stride()[:3], beta_const,
-                             HAS_BETA=has_beta, CHUNK=CHUNK, BLOCK_ROWS=rows_per_block)
+                             HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
     return torch.view_as_complex(g)
 
 
-def causal_backward(g: torch.Tensor, grad_g: torch.Tensor, beta, need_beta: bool):
+def causal_backward(g: torch.Tensor, grad_g: torch.Tensor, beta, need_beta: bool, chunk: int | None = None,
+                    block_rows: int | None = None):
     """g, grad_g (outer, inner, N) complex; beta as in causal_forward. Returns (grad_a float32 in g's
     memory order, grad_beta in beta's memory order or None, grad_z (outer * inner,) complex64)."""
     O, H, N = g.shape
     R = O * H
-    n_chunks = triton.cdiv(N, CHUNK)
-    rows_per_block = _block_rows(R)
+    chunk = chunk or CHUNK
+    n_chunks = triton.cdiv(N, chunk)
+    rows_per_block = block_rows or _block_rows(R)
     has_beta = isinstance(beta, torch.Tensor)
     g_real = torch.view_as_real(g)
     gbar = torch.view_as_real(grad_g.to(torch.complex64).resolve_conj())
@@ -346,12 +358,12 @@ def causal_backward(g: torch.Tensor, grad_g: torch.Tensor, beta, need_beta: bool
     gub = (*g_real.stride()[:3], *gbar.stride()[:3], *beta_t.stride())
     if n_chunks > 1:
         _chunk_maps_bwd[grid](g_real, gbar, beta_t, maps, R, N, n_chunks, H, *gub, beta_const,
-                              HAS_BETA=has_beta, CHUNK=CHUNK, BLOCK_ROWS=rows_per_block)
-        _chunk_scan_bwd[(grid[0],)](maps, muin, R, n_chunks, BLOCK_ROWS=rows_per_block)
+                              HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
+        _chunk_scan_bwd[(grid[0],)](maps, muin, R, n_chunks, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
     else:
         muin.zero_()
     _chunk_outputs_bwd[grid](g_real, gbar, beta_t, muin, grad_a, grad_beta, zpart, R, N, n_chunks, H, *gub,
                              *grad_a.stride(), *grad_beta.stride(), beta_const,
-                             HAS_BETA=has_beta, CHUNK=CHUNK, BLOCK_ROWS=rows_per_block)
+                             HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
     grad_z = torch.view_as_complex(zpart.sum(1))
     return grad_a, (grad_beta if has_beta and need_beta else None), grad_z

@@ -7,6 +7,14 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("DS_ACCELERATOR", "cpu")  # these tests run DeepSpeed on CPU unless a GPU test says otherwise
 
+import torch  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    # Triton kernels then run on CPU tensors through Triton's interpreter; it must be set before
+    # triton.jit decorates anything.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def run_cli(args, timeout=900, env=None, cwd=ROOT):
     """Runs a command from the repository root; returns the CompletedProcess (text mode)."""

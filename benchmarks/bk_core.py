@@ -1,0 +1,208 @@
+"""BK-Core speed on a GPU: Triton kernels vs a streaming floor, the PyTorch reference, and a whole BK mixer
+layer vs causal SDPA attention. Prints tables and writes JSON.
+
+    python benchmarks/bk_core.py [--out bk_core.json] [--quick]
+
+Elements = rows x N = 64M (rows = batch x heads). Floors are Triton copy kernels measured in the same run
+that move the same bytes per element as the pass they bound:
+  forward   reads a (+ beta), writes g                          12 B (16 B with per-position couplings)
+  backward  reads g, dL/dg (+ beta), writes dL/da (+ dL/dbeta)  20 B (28 B)
+Layouts: "rows" = (rows, N) contiguous (the API's plain layout); "model" = (B, heads, N) views of
+(B, N, heads) tensors with 16 heads, which is what the BK mixer passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import triton
+import triton.language as tl
+from triton.testing import do_bench
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from resnetbk import bk_triton  # noqa: E402
+from resnetbk.bk_core import _coupling_squares, resolvent_diagonal  # noqa: E402
+
+ELEMENTS = 1 << 26
+HEADS = 16
+
+
+@triton.jit
+def _stream(x_ptr, y_ptr, n_read, n_write, BLOCK: tl.constexpr):
+    """Reads n_read floats from x and writes n_write floats to y, both contiguous."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    v = tl.load(x_ptr + offs, mask=offs < n_read, other=1.0)
+    tl.store(y_ptr + offs, v, mask=offs < n_write)
+
+
+def floor_ms(bytes_in: int, bytes_out: int, n: int) -> float:
+    """Time of a streaming kernel that reads bytes_in and writes bytes_out bytes per element, n elements."""
+    x = torch.randn(n * bytes_in // 4, device="cuda")
+    y = torch.empty(n * bytes_out // 4, device="cuda")
+    block = 4096
+    grid = (triton.cdiv(max(x.numel(), y.numel()), block),)
+    t = do_bench(lambda: _stream[grid](x, y, x.numel(), y.numel(), BLOCK=block), return_mode="median")
+    del x, y
+    return t
+
+
+def make_inputs(n_pos: int, layout: str, per_position_b: bool, gen: torch.Generator):
+    rows = ELEMENTS // n_pos
+    if layout == "rows":
+        a = torch.empty(rows, 1, n_pos, device="cuda").uniform_(-4, 4, generator=gen)
+        b = (2 * torch.rand(rows, 1, n_pos - 1, device="cuda", generator=gen)) if per_position_b else 1.0
+    else:
+        B = rows // HEADS
+        a = torch.empty(B, n_pos, HEADS, device="cuda").uniform_(-4, 4, generator=gen).transpose(1, 2)
+        b = (2 * torch.rand(B, n_pos - 1, HEADS, device="cuda", generator=gen)).transpose(1, 2) if per_position_b else 1.0
+    z = torch.complex(torch.zeros(a.shape[1], device="cuda"), torch.full((a.shape[1],), 0.5, device="cuda"))
+    return a, b, z
+
+
+def kernel_rows(quick: bool):
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    results = []
+    for n_pos in (1024, 16384):
+        for layout in ("rows", "model"):
+            for per_pos in (False, True):
+                a, b, z = make_inputs(n_pos, layout, per_pos, gen)
+                beta = _coupling_squares(b, a)  # a tensor like a, or the float b^2
+                zrows = z.repeat(a.shape[0]) if layout == "model" else z.expand(a.shape[0]).contiguous()
+                a3 = a.reshape(-1, a.shape[1], n_pos)
+                fwd = do_bench(lambda: bk_triton.causal_forward(a3, beta, zrows), return_mode="median")
+                g = bk_triton.causal_forward(a3, beta, zrows)
+                gbar = torch.randn_like(g)
+                bwd = do_bench(lambda: bk_triton.causal_backward(g, gbar, beta, per_pos), return_mode="median")
+                fb_in, fb_out = (8, 8) if per_pos else (4, 8)
+                bb_in, bb_out = (20, 8) if per_pos else (16, 4)
+                floor_f = floor_ms(fb_in, fb_out, ELEMENTS)
+                floor_b = floor_ms(bb_in, bb_out, ELEMENTS)
+                row = {"N": n_pos, "rows": ELEMENTS // n_pos, "layout": layout, "couplings": "per-position" if per_pos else "constant",
+                       "fwd_ms": fwd, "fwd_floor_ms": floor_f, "fwd_x_floor": fwd / floor_f,
+                       "fwd_GBps": (fb_in + fb_out) * ELEMENTS / fwd / 1e6,
+                       "bwd_ms": bwd, "bwd_floor_ms": floor_b, "fwdbwd_ms": fwd + bwd,
+                       "fwdbwd_x_floor": (fwd + bwd) / (floor_f + floor_b)}
+                results.append(row)
+                print(f"  N={n_pos:>6} {layout:>5} {row['couplings']:>12}: fwd {fwd:.3f} ms ({row['fwd_x_floor']:.2f}x floor "
+                      f"{floor_f:.3f}), fwd+bwd {fwd + bwd:.3f} ms ({row['fwdbwd_x_floor']:.2f}x floor)", flush=True)
+                del a, b, g, gbar
+    return results
+
+
+def sweep_rows():
+    """Chunk length x rows per program, forward and backward, model layout, N = 1024 and 16384."""
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    out = []
+    for n_pos in (1024, 16384):
+        for layout in ("model",):
+            a, b, z = make_inputs(n_pos, layout, False, gen)
+            a3 = a.reshape(-1, a.shape[1], n_pos)
+            zrows = z.repeat(a.shape[0]) if layout == "model" else z.expand(a.shape[0]).contiguous()
+            for chunk in (32, 64, 128):
+                for rows in (64, 128, 256):
+                    f = do_bench(lambda: bk_triton.causal_forward(a3, 1.0, zrows, chunk, rows), return_mode="median")
+                    g = bk_triton.causal_forward(a3, 1.0, zrows, chunk, rows)
+                    gbar = torch.randn_like(g)
+                    bw = do_bench(lambda: bk_triton.causal_backward(g, gbar, 1.0, False, chunk, rows), return_mode="median")
+                    out.append({"N": n_pos, "layout": layout, "chunk": chunk, "block_rows": rows, "fwd_ms": f, "bwd_ms": bw})
+                    print(f"  sweep N={n_pos:>6} {layout:>5} chunk {chunk:>3} rows {rows:>3}: fwd {f:.3f} bwd {bw:.3f}", flush=True)
+                    del g, gbar
+    return out
+
+
+def reference_rows(quick: bool):
+    """The PyTorch reference (a Python loop over positions) on the same 64M elements, timed once after a warm-up."""
+    out = []
+    for n_pos in ((1024,) if quick else (1024, 16384)):
+        rows = ELEMENTS // n_pos
+        a = torch.empty(rows, n_pos, device="cuda").uniform_(-4, 4).requires_grad_()
+        z = torch.complex(torch.zeros(rows, device="cuda"), torch.full((rows,), 0.5, device="cuda"))
+        times = {}
+        for what in ("fwd", "fwdbwd"):
+            for rep in range(2):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                g = resolvent_diagonal(a, 1.0, z, backend="reference")
+                if what == "fwdbwd":
+                    g.real.sum().backward()
+                torch.cuda.synchronize()
+                times[what] = (time.perf_counter() - t0) * 1e3
+        out.append({"N": n_pos, "rows": rows, "ref_fwd_ms": times["fwd"], "ref_fwdbwd_ms": times["fwdbwd"]})
+        print(f"  reference N={n_pos}: fwd {times['fwd']:.1f} ms, fwd+bwd {times['fwdbwd']:.1f} ms", flush=True)
+        del a, g
+    return out
+
+
+def layer_rows(quick: bool):
+    """A BK mixer layer vs a causal SDPA attention layer, d_model 1024, bf16, forward + backward, 64k tokens."""
+    from resnetbk.config import ModelConfig
+    from resnetbk.model import BKMixer, CausalSelfAttention
+
+    d = 1024
+    out = []
+    for n_pos in ((1024, 4096, 16384) if quick else (1024, 2048, 4096, 16384, 65536)):
+        B = max(1, 65536 // n_pos)
+        row = {"N": n_pos, "batch": B, "d_model": d}
+        for name, cfg in (("bk", ModelConfig(d_model=d, n_heads=HEADS, max_seq_len=n_pos)),
+                          ("attention", ModelConfig(arch="gpt", d_model=d, n_heads=d // 64, max_seq_len=n_pos))):
+            torch.manual_seed(0)
+            layer = (BKMixer(cfg) if name == "bk" else CausalSelfAttention(cfg)).cuda().to(torch.bfloat16)
+            x = torch.randn(B, n_pos, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            dy = torch.randn_like(x)
+
+            def step():
+                y = layer(x)
+                y.backward(dy)
+
+            row[f"{name}_fwdbwd_ms"] = do_bench(step, return_mode="median")
+            del layer, x, dy
+        row["attention_over_bk"] = row["attention_fwdbwd_ms"] / row["bk_fwdbwd_ms"]
+        out.append(row)
+        print(f"  layer N={n_pos:>6} B={B:>3}: BK {row['bk_fwdbwd_ms']:.2f} ms, attention {row['attention_fwdbwd_ms']:.2f} ms "
+              f"(attention / BK = {row['attention_over_bk']:.2f})", flush=True)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="bk_core.json")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes")
+    parser.add_argument("--sweep", action="store_true", help="also time chunk lengths x rows per program")
+    parser.add_argument("--sweep-only", action="store_true", help="only the sweep (to choose the kernels' defaults)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("error: benchmarks/bk_core.py needs a CUDA GPU")
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}", flush=True)
+    copy = floor_ms(4, 4, ELEMENTS)
+    print(f"  copy floor: {8 * ELEMENTS / copy / 1e6:.0f} GB/s (read + write)", flush=True)
+    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+              "date": time.strftime("%Y-%m-%d"), "elements": ELEMENTS, "copy_GBps": 8 * ELEMENTS / copy / 1e6,
+              "sweep": sweep_rows() if args.sweep or args.sweep_only else [],
+              "kernels": [] if args.sweep_only else kernel_rows(args.quick),
+              "reference": [] if args.sweep_only else reference_rows(args.quick),
+              "layers": [] if args.sweep_only else layer_rows(args.quick)}
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+
+    print("\nBK-Core Triton kernels, 64M elements (times in ms; floor = streaming kernel moving the same bytes)")
+    print(f"{'N':>6} {'layout':>6} {'couplings':>12} | {'fwd':>7} {'floor':>7} {'x':>5} {'GB/s':>6} | {'fwd+bwd':>8} {'floor':>7} {'x':>5}")
+    for r in report["kernels"]:
+        print(f"{r['N']:>6} {r['layout']:>6} {r['couplings']:>12} | {r['fwd_ms']:7.3f} {r['fwd_floor_ms']:7.3f} {r['fwd_x_floor']:5.2f} "
+              f"{r['fwd_GBps']:6.0f} | {r['fwdbwd_ms']:8.3f} {r['bwd_floor_ms'] + r['fwd_floor_ms']:7.3f} {r['fwdbwd_x_floor']:5.2f}")
+    print("\nPyTorch reference (Python loop), same 64M elements, constant couplings")
+    for r in report["reference"]:
+        print(f"N={r['N']:>6}: fwd {r['ref_fwd_ms']:.1f} ms, fwd+bwd {r['ref_fwdbwd_ms']:.1f} ms")
+    print("\nLayer forward+backward, d_model 1024, bf16, 65536 tokens per batch (ms)")
+    print(f"{'N':>6} {'batch':>5} | {'BK mixer':>9} {'attention':>9} | attention / BK")
+    for r in report["layers"]:
+        print(f"{r['N']:>6} {r['batch']:>5} | {r['bk_fwdbwd_ms']:9.2f} {r['attention_fwdbwd_ms']:9.2f} | {r['attention_over_bk']:.2f}")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
