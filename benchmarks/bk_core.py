@@ -47,7 +47,6 @@ def floor_ms(bytes_in: int, bytes_out: int, n: int) -> float:
     block = 4096
     grid = (triton.cdiv(max(x.numel(), y.numel()), block),)
     t = do_bench(lambda: _stream[grid](x, y, x.numel(), y.numel(), BLOCK=block), return_mode="median")
-    del x, y
     return t
 
 
@@ -90,7 +89,6 @@ def kernel_rows(quick: bool):
                 results.append(row)
                 print(f"  N={n_pos:>6} {layout:>5} {row['couplings']:>12}: fwd {fwd:.3f} ms ({row['fwd_x_floor']:.2f}x floor "
                       f"{floor_f:.3f}), fwd+bwd {fwd + bwd:.3f} ms ({row['fwdbwd_x_floor']:.2f}x floor)", flush=True)
-                del a, b, g, gbar
     return results
 
 
@@ -111,7 +109,6 @@ def sweep_rows():
                     bw = do_bench(lambda: bk_triton.causal_backward(g, gbar, 1.0, False, chunk, rows), return_mode="median")
                     out.append({"N": n_pos, "layout": layout, "chunk": chunk, "block_rows": rows, "fwd_ms": f, "bwd_ms": bw})
                     print(f"  sweep N={n_pos:>6} {layout:>5} chunk {chunk:>3} rows {rows:>3}: fwd {f:.3f} bwd {bw:.3f}", flush=True)
-                    del g, gbar
     return out
 
 
@@ -134,7 +131,6 @@ def reference_rows(quick: bool):
                 times[what] = (time.perf_counter() - t0) * 1e3
         out.append({"N": n_pos, "rows": rows, "ref_fwd_ms": times["fwd"], "ref_fwdbwd_ms": times["fwdbwd"]})
         print(f"  reference N={n_pos}: fwd {times['fwd']:.1f} ms, fwd+bwd {times['fwdbwd']:.1f} ms", flush=True)
-        del a, g
     return out
 
 
@@ -160,7 +156,6 @@ def layer_rows(quick: bool):
                 y.backward(dy)
 
             row[f"{name}_fwdbwd_ms"] = do_bench(step, return_mode="median")
-            del layer, x, dy
         row["attention_over_bk"] = row["attention_fwdbwd_ms"] / row["bk_fwdbwd_ms"]
         out.append(row)
         print(f"  layer N={n_pos:>6} B={B:>3}: BK {row['bk_fwdbwd_ms']:.2f} ms, attention {row['attention_fwdbwd_ms']:.2f} ms "

@@ -1,7 +1,5 @@
 """BK-Core against a float64 dense inverse, exact gradients, and the stability bound."""
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings
