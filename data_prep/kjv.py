@@ -25,21 +25,25 @@ def kjv_dir() -> str:
     return path
 
 
-def books() -> list[str]:
-    return sorted(f[:-5] for f in os.listdir(kjv_dir()) if f.endswith(".json"))
+def book_files() -> list[str]:
+    """The 66 books' JSON files, sorted by name."""
+    return sorted(os.path.join(kjv_dir(), f) for f in os.listdir(kjv_dir()) if f.endswith(".json"))
+
+
+def chapters_of(book_file: str) -> Iterator[Tuple[str, str]]:
+    """(id, text) per chapter of one book, id = 'Book.chapter', verses joined by spaces, in order."""
+    book = os.path.basename(book_file)[:-len(".json")]
+    with open(book_file, encoding="utf-8") as f:
+        chapters = json.load(f)
+    for chapter in sorted(chapters, key=int):
+        verses = chapters[chapter]
+        yield f"{book}.{chapter}", " ".join(verses[v].strip() for v in sorted(verses, key=int))
 
 
 def iter_chapters(split: str) -> Iterator[Tuple[str, str]]:
-    """Yields (id, text) per chapter, id = 'Book.chapter', for split 'train' or 'val', in a fixed order."""
+    """Yields (id, text) per chapter for split 'train' or 'val', in a fixed order."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    for book in books():
-        if (book in VAL_BOOKS) != (split == "val"):
-            continue
-        path = os.path.join(kjv_dir(), book + ".json")
-        with open(path, encoding="utf-8") as f:
-            chapters = json.load(f)
-        for chapter in sorted(chapters, key=int):
-            verses = chapters[chapter]
-            text = " ".join(verses[v].strip() for v in sorted(verses, key=int))
-            yield f"{book}.{chapter}", text
+    for path in book_files():
+        if (os.path.basename(path)[:-len(".json")] in VAL_BOOKS) == (split == "val"):
+            yield from chapters_of(path)

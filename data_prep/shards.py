@@ -1,11 +1,12 @@
 """Indexed token shards: the on-disk format that resnetbk.data.IndexedShards reads.
 
-DIR/manifest.json  format, dtype, vocab_size, eos_id, tokenizer checksum, totals, and per shard its
-                   files, counts and sha256.
-DIR/NNNNN.bin      token stream, documents separated by EOS (uint16 when the vocabulary fits, else uint32).
-DIR/NNNNN.idx      int64 offsets, one per document plus the end: document i is bin[idx[i] : idx[i+1] - 1]
-                   and bin[idx[i+1] - 1] is its EOS.
-The manifest is written last, through a rename, so a directory with a manifest is complete.
+SPLIT/manifest.json  format, dtype, vocab_size, eos_id, tokenizer checksum, totals, and per shard its
+                     files, counts and sha256.
+SPLIT/NAME.bin       token stream, documents separated by EOS (uint16 when the vocabulary fits, else uint32).
+SPLIT/NAME.idx       int64 offsets, one per document plus the end: document i is bin[idx[i] : idx[i+1] - 1]
+                     and bin[idx[i+1] - 1] is its EOS.
+Shard files are written under a temporary name and renamed when complete; the manifest is written last,
+through a rename, so a directory with a manifest is complete.
 """
 
 from __future__ import annotations
@@ -25,11 +26,18 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
 
 
+def write_json_atomic(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
 class ShardWriter:
-    def __init__(self, out_dir: str, vocab_size: int, eos_id: int, tokenizer_path: str,
-                 shard_tokens: int = 1 << 28):
-        self.out_dir, self.vocab_size, self.eos_id = out_dir, vocab_size, eos_id
-        self.tokenizer_sha256 = file_sha256(tokenizer_path)
+    """Writes documents to NAME.bin / NAME.idx in out_dir (NAME-001... when a shard exceeds shard_tokens)."""
+
+    def __init__(self, out_dir: str, name: str, vocab_size: int, eos_id: int, shard_tokens: int = 1 << 28):
+        self.out_dir, self.name, self.eos_id = out_dir, name, eos_id
         self.dtype = token_dtype(vocab_size)
         self.shard_tokens = shard_tokens
         self.shards: List[dict] = []
@@ -48,24 +56,28 @@ class ShardWriter:
     def _flush(self) -> None:
         if len(self._offsets) == 1:
             return
-        name = f"{len(self.shards):05d}"
-        bin_path, idx_path = (os.path.join(self.out_dir, name + ext) for ext in (".bin", ".idx"))
-        np.concatenate(self._buf).tofile(bin_path)
-        np.asarray(self._offsets, dtype=np.int64).tofile(idx_path)
+        name = self.name if not self.shards else f"{self.name}-{len(self.shards):03d}"
+        for ext, array in ((".bin", np.concatenate(self._buf)), (".idx", np.asarray(self._offsets, dtype=np.int64))):
+            path = os.path.join(self.out_dir, name + ext)
+            array.tofile(path + ".tmp")
+            os.replace(path + ".tmp", path)
         self.shards.append({"bin": name + ".bin", "idx": name + ".idx", "documents": len(self._offsets) - 1,
-                            "tokens": self._offsets[-1], "sha256": file_sha256(bin_path)})
+                            "tokens": self._offsets[-1], "sha256": file_sha256(os.path.join(self.out_dir, name + ".bin"))})
         self._buf, self._offsets = [], [0]
 
-    def close(self, extra: dict | None = None) -> dict:
+    def close(self) -> List[dict]:
         self._flush()
-        manifest = {
-            "format": FORMAT, "dtype": self.dtype.name, "vocab_size": self.vocab_size, "eos_id": self.eos_id,
-            "tokenizer_sha256": self.tokenizer_sha256,
-            "documents": sum(s["documents"] for s in self.shards), "tokens": sum(s["tokens"] for s in self.shards),
-            "shards": self.shards, **(extra or {}),
-        }
-        tmp = os.path.join(self.out_dir, "manifest.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=2)
-        os.replace(tmp, os.path.join(self.out_dir, "manifest.json"))
-        return manifest
+        return self.shards
+
+
+def write_manifest(out_dir: str, shards: List[dict], vocab_size: int, eos_id: int, tokenizer_sha256: str,
+                   extra: dict | None = None) -> dict:
+    manifest = {
+        "format": FORMAT, "dtype": token_dtype(vocab_size).name, "vocab_size": vocab_size, "eos_id": eos_id,
+        "tokenizer_sha256": tokenizer_sha256,
+        "documents": sum(s["documents"] for s in shards), "tokens": sum(s["tokens"] for s in shards),
+        "shards": shards, **(extra or {}),
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    write_json_atomic(os.path.join(out_dir, "manifest.json"), manifest)
+    return manifest

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -64,7 +64,8 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    train: str = MISSING  # shard directory (written by `python -m data_prep`)
+    train: Any = MISSING  # a shard directory (from `python -m data_prep`), or a list of them to mix
+    train_weights: List[float] = field(default_factory=list)  # one per train directory; empty: by size
     val: str = MISSING
     tokenizer: str = MISSING  # SentencePiece model, for decoding samples
 
@@ -159,9 +160,21 @@ def _validate(cfg: RunConfig) -> None:
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two numbers in [0, 1)")
     _check(cfg.resume == "auto" or cfg.resume == "none" or os.path.isdir(cfg.resume), "resume",
            f"must be 'auto', 'none' or an existing checkpoint directory, got '{cfg.resume}'")
+    train = train_dirs(cfg)
+    _check(len(train) >= 1 and all(isinstance(d, str) and d for d in train), "data.train",
+           "must be a shard directory or a list of them")
+    _check(not cfg.data.train_weights or len(cfg.data.train_weights) == len(train), "data.train_weights",
+           f"needs one weight per data.train directory ({len(train)})")
+    _check(all(w > 0 for w in cfg.data.train_weights), "data.train_weights", "weights must be > 0")
     _check(cfg.sample.temperature > 0, "sample.temperature", "must be > 0")
     _check(cfg.sample.top_k >= 0, "sample.top_k", "must be >= 0 (0 disables top-k)")
     _check(cfg.sample.max_new_tokens >= 0, "sample.max_new_tokens", "must be >= 0")
+
+
+def train_dirs(cfg: RunConfig) -> List[str]:
+    """data.train as a list of directories (a single string is one directory)."""
+    train = cfg.data.train
+    return [train] if isinstance(train, str) else list(train)
 
 
 def validate_model(m: ModelConfig) -> None:

@@ -111,6 +111,36 @@ class PackedSequences:
         return rows[:, :-1], rows[:, 1:]
 
 
+class MixedSequences:
+    """Several PackedSequences as one index space, each taking a share of the samples by weight.
+
+    Source d owns a block of round(w_d * total) consecutive indices (total = the sources' combined size),
+    cycling through its own samples when its share exceeds its size. The sampler's per-epoch permutation
+    then interleaves the blocks, so the mixture's state is the sampler's position alone.
+    """
+
+    def __init__(self, sources: List[PackedSequences], weights: List[float]):
+        if len(sources) != len(weights) or not sources:
+            raise DataError("one weight per training directory is needed")
+        total = sum(len(s) for s in sources)
+        wsum = float(sum(weights))
+        sizes = [max(1, round(w / wsum * total)) for w in weights]
+        self.sources, self.seq_len = sources, sources[0].seq_len
+        self._first = np.cumsum([0] + sizes)
+
+    def __len__(self) -> int:
+        return int(self._first[-1])
+
+    def window(self, k: int) -> np.ndarray:
+        d = int(np.searchsorted(self._first, k, side="right")) - 1
+        source = self.sources[d]
+        return source.window(int(k - self._first[d]) % len(source))
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.from_numpy(np.stack([self.window(int(k)) for k in indices]))
+        return rows[:, :-1], rows[:, 1:]
+
+
 class ResumableSampler:
     """Sample indices for one rank, deterministic for (seed, world size) and resumable from a position.
 

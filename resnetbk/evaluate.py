@@ -39,10 +39,10 @@ def evaluate(model, dataset: PackedSequences, micro_batch: int, device, max_batc
     return float(total[0] / total[1])
 
 
-def unigram_loss(train: IndexedShards, dataset: PackedSequences, n_samples: int) -> float:
+def unigram_loss(train: list[IndexedShards], dataset: PackedSequences, n_samples: int) -> float:
     """Cross-entropy (nats/token) of a unigram model fitted on the training shards (add-one smoothing),
     on exactly the target tokens that evaluate() scores for the first n_samples windows."""
-    counts = train.token_counts().astype(np.float64) + 1.0
+    counts = sum(t.token_counts() for t in train).astype(np.float64) + 1.0
     log_p = np.log(counts / counts.sum())
     total = 0.0
     for k in range(n_samples):

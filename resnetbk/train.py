@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 
-from .config import ConfigError, load_config, to_yaml
+from .config import ConfigError, load_config, to_yaml, train_dirs
 from .data import DataError, read_manifest
 
 
@@ -34,11 +34,15 @@ def check_inputs(cfg):
 
     strategy = load_strategy(cfg.deepspeed.config)
     resolve_resume(cfg.resume, cfg.run_dir)  # a bad checkpoint path fails here, before any work
-    for key in ("train", "val"):
-        manifest = read_manifest(getattr(cfg.data, key))
+    checksums = set()
+    for key, directory in [("train", d) for d in train_dirs(cfg)] + [("val", cfg.data.val)]:
+        manifest = read_manifest(directory)
+        checksums.add(manifest["tokenizer_sha256"])
         if manifest["vocab_size"] > cfg.model.vocab_size:
             raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the vocabulary of "
-                              f"data.{key} ({manifest['vocab_size']})")
+                              f"{directory} ({manifest['vocab_size']})")
+    if len(checksums) > 1:
+        raise ConfigError("data.train: the training and validation directories were made with different tokenizers")
     if not os.path.isfile(cfg.data.tokenizer):
         raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer}: file not found")
     return strategy
@@ -62,7 +66,7 @@ class Trainer:
         import torch.distributed as dist
         from deepspeed.accelerator import get_accelerator
 
-        from .data import IndexedShards, PackedSequences
+        from .data import IndexedShards, MixedSequences, PackedSequences
         from .ds_config import build_ds_config
         from .metrics import MetricsLogger
         from .model import CausalLM
@@ -85,8 +89,10 @@ class Trainer:
         if self.on_cuda:
             accel.set_device(self.device.index)
 
-        self.train_docs = IndexedShards(cfg.data.train)
-        self.train_data = PackedSequences(self.train_docs, cfg.train.seq_len)
+        self.train_docs = [IndexedShards(d) for d in train_dirs(cfg)]
+        sources = [PackedSequences(docs, cfg.train.seq_len) for docs in self.train_docs]
+        self.train_data = sources[0] if len(sources) == 1 else MixedSequences(
+            sources, list(cfg.data.train_weights) or [len(s) for s in sources])
         self.val_data = PackedSequences(IndexedShards(cfg.data.val), cfg.train.seq_len)
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank

@@ -7,18 +7,17 @@ import numpy as np
 import pytest
 
 from data_prep import kjv
-from data_prep.shards import ShardWriter
-from resnetbk.data import DataError, IndexedShards, PackedSequences, ResumableSampler, eval_batches
+from data_prep.shards import ShardWriter, write_manifest
+from resnetbk.data import DataError, IndexedShards, MixedSequences, PackedSequences, ResumableSampler, eval_batches
 
 
-def write_docs(tmp_path, docs, shard_tokens=1 << 20, vocab=1000):
-    tok = tmp_path / "tok.model"
-    tok.write_bytes(b"stand-in tokenizer file: only its checksum is recorded")
-    writer = ShardWriter(str(tmp_path / "shards"), vocab, eos_id=2, tokenizer_path=str(tok), shard_tokens=shard_tokens)
+def write_docs(tmp_path, docs, shard_tokens=1 << 20, vocab=1000, name="shards"):
+    out = str(tmp_path / name)
+    writer = ShardWriter(out, "00000", vocab, eos_id=2, shard_tokens=shard_tokens)
     for d in docs:
         writer.add(d)
-    writer.close()
-    return str(tmp_path / "shards")
+    write_manifest(out, writer.close(), vocab, 2, tokenizer_sha256="0" * 64)
+    return out
 
 
 @pytest.mark.parametrize("shard_tokens", [1 << 20, 7])  # one shard, or a new shard every few documents
@@ -86,10 +85,24 @@ def test_eval_batches_cover_every_sample_once_with_equal_counts():
 
 
 def test_kjv_validation_books_are_held_out(kjv_data):
+    markers = [json.load(open(p)) for p in sorted((kjv_data / ".done").glob("*.json"))]
+    assert len(markers) == 66
+    held_out = {os.path.basename(m["input"])[:-5] for m in markers if m["documents"].get("val")}
+    assert held_out == set(kjv.VAL_BOOKS)
+    for m in markers:  # each book lands wholly in one split
+        assert len(m["documents"]) == 1
     train = json.load(open(kjv_data / "train" / "manifest.json"))
     val = json.load(open(kjv_data / "val" / "manifest.json"))
-    assert set(val["books"]) == set(kjv.VAL_BOOKS)
-    assert not set(train["books"]) & set(val["books"])
-    assert len(train["books"]) + len(val["books"]) == 66
     assert train["tokenizer_sha256"] == val["tokenizer_sha256"]
     assert IndexedShards(str(kjv_data / "val")).num_tokens > 20_000
+
+
+def test_mixture_shares_follow_the_weights(tmp_path):
+    a = PackedSequences(IndexedShards(write_docs(tmp_path, [list(range(3, 403))], name="a")), seq_len=4)
+    b = PackedSequences(IndexedShards(write_docs(tmp_path, [list(range(500, 540))], name="b")), seq_len=4)
+    assert (len(a), len(b)) == (100, 10)  # 400 + EOS and 40 + EOS tokens
+    mix = MixedSequences([a, b], [1.0, 10.0])
+    assert len(mix) == 10 + 100
+    assert sum(int(mix.window(k)[0]) >= 500 for k in range(len(mix))) == 100  # b's share, cycling its 10 windows
+    assert mix.window(10).tolist() == b.window(0).tolist() == mix.window(20).tolist()
+    assert mix.window(9).tolist() == a.window(9).tolist()
