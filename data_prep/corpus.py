@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import sys
+import threading
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from typing import List, Optional
 from tqdm import tqdm
 
 from . import kjv
-from .readers import InputError, Skips, read_documents
+from .readers import Skips, read_documents
 from .shards import ShardWriter, write_json_atomic, write_manifest
 from .tokenizer import file_sha256
 
@@ -31,9 +33,10 @@ CORPUS_FORMAT = "resnetbk-corpus/1"
 ENCODE_BATCH = 512
 
 
-def hash_fraction(text: str) -> float:
-    """A number in [0, 1) fixed by the document's text."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") / 2.0 ** 64
+def hash_fraction(text: str | bytes) -> float:
+    """A number in [0, 1) fixed by the document's text (UTF-8 bytes)."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") / 2.0 ** 64
 
 
 @dataclass
@@ -65,14 +68,46 @@ def marker_path(out: str, index: int) -> str:
 
 
 def _documents(job: Job, skips: Skips):
+    """(text, subset, split, UTF-8 size) per document of the job's input."""
     if job.fmt == "kjv":  # one book per input; its split is the book's
         split = "val" if os.path.basename(job.path)[:-5] in kjv.VAL_BOOKS else "train"
         for _, text in kjv.chapters_of(job.path):
-            yield text, None, split
+            yield text, None, split, len(text.encode("utf-8"))
         return
     for doc in read_documents(job.path, job.fmt, skips, job.text_field, job.max_chars, job.hf_data_files,
                               job.hf_split, job.hf_config):
-        yield doc.text, doc.subset, "val" if hash_fraction(doc.text) < job.val_fraction else "train"
+        data = doc.text.encode("utf-8")
+        yield doc.text, doc.subset, "val" if hash_fraction(data) < job.val_fraction else "train", len(data)
+
+
+def _prefetched_batches(items, size: int, depth: int = 4):
+    """Batches of `size` items, produced by a background thread: reading, decompressing and parsing the
+    next batch overlap with encoding this one (SentencePiece releases the GIL while it encodes)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = object()
+
+    def produce():
+        try:
+            batch = []
+            for item in items:
+                batch.append(item)
+                if len(batch) == size:
+                    q.put(batch)
+                    batch = []
+            if batch:
+                q.put(batch)
+            q.put(stop)
+        except BaseException as e:  # handed to the consumer, which raises it in its own thread
+            q.put(e)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        batch = q.get()
+        if batch is stop:
+            return
+        if isinstance(batch, BaseException):
+            raise batch
+        yield batch
 
 
 def process(job: Job, tokenizer_sha256: str) -> dict:
@@ -87,20 +122,15 @@ def process(job: Job, tokenizer_sha256: str) -> dict:
     text_bytes = 0
     batch = []
 
-    def flush():
-        for (text, subset, split), ids in zip(batch, sp.encode([b[0] for b in batch], num_threads=1)):
-            writers[split].add(ids)
-            docs[split] += 1
-            if subset is not None:
-                subsets[subset] += 1
-        batch.clear()
-
-    for item in _documents(job, skips):
-        batch.append(item)
-        text_bytes += len(item[0].encode("utf-8"))
-        if len(batch) >= ENCODE_BATCH:
-            flush()
-    flush()
+    for batch in _prefetched_batches(_documents(job, skips), ENCODE_BATCH):
+        ids = sp.encode([b[0] for b in batch], num_threads=1)
+        for split, writer in writers.items():
+            chosen = [i for i, b in enumerate(batch) if b[2] == split]
+            if chosen:
+                writer.add_many([ids[i] for i in chosen])
+                docs[split] += len(chosen)
+        subsets.update(b[1] for b in batch if b[1] is not None)
+        text_bytes += sum(b[3] for b in batch)
     result = {**_input_identity(job), "tokenizer_sha256": tokenizer_sha256, "text_bytes": text_bytes,
               "documents": dict(docs), "skipped": dict(skips.counts), "skipped_first": skips.first,
               "subsets": dict(subsets), "shards": {s: w.close() for s, w in writers.items()}}

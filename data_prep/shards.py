@@ -11,9 +11,10 @@ through a rename, so a directory with a manifest is complete.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from typing import Iterable, List
+from typing import List, Sequence
 
 import numpy as np
 
@@ -45,11 +46,22 @@ class ShardWriter:
         self._offsets = [0]
         os.makedirs(out_dir, exist_ok=True)
 
-    def add(self, tokens: Iterable[int]) -> None:
-        doc = np.fromiter(tokens, dtype=np.int64)
-        doc = np.append(doc, self.eos_id).astype(self.dtype)
-        self._buf.append(doc)
-        self._offsets.append(self._offsets[-1] + len(doc))
+    def add(self, tokens: Sequence[int]) -> None:
+        self.add_many([tokens])
+
+    def add_many(self, docs: Sequence[Sequence[int]]) -> None:
+        """Appends documents (token id lists), each followed by EOS, converting the batch in one pass."""
+        if not docs:
+            return
+        lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
+        flat = np.empty(int(lengths.sum()), dtype=self.dtype)
+        ends = np.cumsum(lengths)
+        flat[ends - 1] = self.eos_id
+        mask = np.ones(len(flat), dtype=bool)
+        mask[ends - 1] = False
+        flat[mask] = np.fromiter(itertools.chain.from_iterable(docs), dtype=self.dtype, count=len(flat) - len(docs))
+        self._buf.append(flat)
+        self._offsets.extend((self._offsets[-1] + ends).tolist())
         if self._offsets[-1] >= self.shard_tokens:
             self._flush()
 
