@@ -29,6 +29,8 @@ def read_manifest(directory: str) -> dict:
             manifest = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: unreadable manifest ({e})") from None
+    if manifest.get("format") == "resnetbk-corpus/1":
+        raise DataError(f"{path}: a corpus directory; point at its train/ or val/ shard directory")
     if manifest.get("format") != SHARD_FORMAT:
         raise DataError(f"{path}: format {manifest.get('format')!r} is not {SHARD_FORMAT!r}")
     return manifest

@@ -34,6 +34,7 @@ def assert_one_line_error(proc, *fragments):
     ("deepspeed.config=/no/such.json", "/no/such.json"),
     ("model.vocab_size=100", "model.vocab_size"),
     ("nonsense", "key=value"),
+    ("data.train_weights=[1,2]", "data.train_weights"),
 ])
 def test_bad_overrides(kjv_data, override, fragment):
     data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]

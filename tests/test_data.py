@@ -53,6 +53,11 @@ def test_truncated_shard_and_missing_manifest_are_named(tmp_path):
         IndexedShards(str(tmp_path / "nowhere"))
 
 
+def test_corpus_root_is_refused_with_a_hint(kjv_data):
+    with pytest.raises(DataError, match="train/ or val/"):
+        IndexedShards(str(kjv_data))
+
+
 def test_packed_windows_are_consecutive_and_shifted(tmp_path):
     docs = [list(range(3, 40)), list(range(100, 160))]
     data = PackedSequences(IndexedShards(write_docs(tmp_path, docs)), seq_len=8)

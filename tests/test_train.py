@@ -59,9 +59,11 @@ def test_two_rank_zero2_run_learns_logs_and_checkpoints(kjv_data, tmp_path):
 
 
 def test_resume_continues_the_same_loss_curve(kjv_data, tmp_path):
-    """A 12-step run saving at step 6, and a second run resumed from that checkpoint: same losses."""
+    """A 12-step run saving at step 6, and a second run resumed from that checkpoint: same losses.
+    Training data is a weighted mixture of two shard directories (here the KJV's train and val splits)."""
+    mixture = [f"data.train=[{kjv_data}/train,{kjv_data}/val]", "data.train_weights=[3,1]"]
     common = [sys.executable, "-m", "resnetbk.train", "--config", "configs/tiny-gpt.yaml", *data_args(kjv_data),
-              *TINY, "train.max_steps=12", "train.log_interval=1", "train.eval_interval=12"]
+              *TINY, *mixture, "train.max_steps=12", "train.log_interval=1", "train.eval_interval=12"]
     full = run_cli([*common, "train.save_interval=6", f"run_dir={tmp_path / 'full'}"])
     assert full.returncode == 0, full.stderr[-3000:]
     resumed = run_cli([*common, f"resume={tmp_path / 'full' / 'checkpoints' / 'step00000006'}",
