@@ -28,14 +28,15 @@ def parse_args(argv):
 
 def check_inputs(cfg):
     """Everything that can be checked before the heavy imports. Returns the DeepSpeed strategy dict."""
-    from .ds_config import load_strategy
+    import hashlib
 
     from .checkpoint import resolve_resume
+    from .ds_config import load_strategy
 
     strategy = load_strategy(cfg.deepspeed.config)
     resolve_resume(cfg.resume, cfg.run_dir)  # a bad checkpoint path fails here, before any work
     checksums = set()
-    for key, directory in [("train", d) for d in train_dirs(cfg)] + [("val", cfg.data.val)]:
+    for directory in train_dirs(cfg) + [cfg.data.val]:
         manifest = read_manifest(directory)
         checksums.add(manifest["tokenizer_sha256"])
         if manifest["vocab_size"] > cfg.model.vocab_size:
@@ -45,7 +46,21 @@ def check_inputs(cfg):
         raise ConfigError("data.train: the training and validation directories were made with different tokenizers")
     if not os.path.isfile(cfg.data.tokenizer):
         raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer}: file not found")
+    with open(cfg.data.tokenizer, "rb") as f:
+        if hashlib.sha256(f.read()).hexdigest() not in checksums:
+            raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer} is not the tokenizer the shards were made with")
     return strategy
+
+
+def _fix_cuda_arch_list() -> None:
+    """DeepSpeed 0.19.8's op builder parses TORCH_CUDA_ARCH_LIST entries as numbers: some CUDA images set
+    '9.0a', which fails the FusedAdam/CPUAdam build with "invalid literal for int() with base 10: '0a'".
+    The architecture-specific suffix only adds Hopper-only instructions that these ops do not use."""
+    value = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+    fixed = " ".join(part.rstrip("af") if part[:1].isdigit() else part for part in value.replace(";", " ").split())
+    if value and fixed != value:
+        print(f"note: TORCH_CUDA_ARCH_LIST='{value}' breaks DeepSpeed's op builder; using '{fixed}'", file=sys.stderr)
+        os.environ["TORCH_CUDA_ARCH_LIST"] = fixed
 
 
 def _single_process_env():
@@ -254,6 +269,7 @@ def main(argv=None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    _fix_cuda_arch_list()
     try:
         return Trainer(cfg, strategy).run()
     except (ConfigError, DataError) as e:  # found after start-up, e.g. an unusable checkpoint

@@ -22,6 +22,16 @@ def run_cli(args, timeout=900, env=None, cwd=ROOT):
     return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def assert_one_line_error(proc, *fragments):
+    """Bad input: non-zero exit, no traceback, exactly one line on stderr containing each fragment."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 @pytest.fixture(scope="session")
 def kjv_data(tmp_path_factory):
     """The embedded corpus, prepared once per session with a small vocabulary."""

@@ -5,21 +5,12 @@ import sys
 
 import pytest
 
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 from resnetbk.config import ConfigError, load_config
 
 
 def train(*args):
     return run_cli([sys.executable, "-m", "resnetbk.train", *args], timeout=120)
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("override,fragment", [
@@ -35,6 +26,7 @@ def assert_one_line_error(proc, *fragments):
     ("model.vocab_size=100", "model.vocab_size"),
     ("nonsense", "key=value"),
     ("data.train_weights=[1,2]", "data.train_weights"),
+    ("data.tokenizer=configs/tiny.yaml", "not the tokenizer the shards were made with"),
 ])
 def test_bad_overrides(kjv_data, override, fragment):
     data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 import zstandard
 
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 from data_prep.corpus import hash_fraction
 from data_prep.readers import Skips, read_documents
 from resnetbk.data import IndexedShards
@@ -36,15 +36,6 @@ def write_pile(path, frames):
 def data_prep(*args):
     return run_cli([sys.executable, "-m", "data_prep", *args], timeout=300,
                    env={"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
-
-
-def assert_one_line_error(proc, *fragments):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture()
