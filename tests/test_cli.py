@@ -60,3 +60,16 @@ def test_load_config_types_and_overrides():
     assert cfg.train.max_steps == 7 and cfg.model.arch == "gpt"
     with pytest.raises(ConfigError, match="optim.warmup_steps"):
         load_config("configs/tiny.yaml", ["train.max_steps=7"])
+
+
+def test_cuda_arch_list_suffix_is_removed(monkeypatch):
+    import os
+
+    from resnetbk.train import _fix_cuda_arch_list
+
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0a")
+    _fix_cuda_arch_list()
+    assert os.environ["TORCH_CUDA_ARCH_LIST"] == "8.0 9.0"
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
+    _fix_cuda_arch_list()
+    assert os.environ["TORCH_CUDA_ARCH_LIST"] == "9.0+PTX"

@@ -29,15 +29,3 @@ def test_scheduler_drives_the_optimizer_and_groups_split_decay():
     assert seen == pytest.approx([1.0, 2.0, 2.0, 1.5, 1.0])
     assert math.isclose(seen[3], 2.0 * warmup_cosine(3, 2, 5, 0.5))
 
-
-def test_cuda_arch_list_suffix_is_removed(monkeypatch):
-    from resnetbk.train import _fix_cuda_arch_list
-
-    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0a")
-    _fix_cuda_arch_list()
-    import os
-
-    assert os.environ["TORCH_CUDA_ARCH_LIST"] == "8.0 9.0"
-    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
-    _fix_cuda_arch_list()
-    assert os.environ["TORCH_CUDA_ARCH_LIST"] == "9.0+PTX"
