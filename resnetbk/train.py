@@ -148,7 +148,10 @@ class Trainer:
                    f"global batch {self.global_batch} x {t.seq_len} tokens | {len(self.train_data):,} training "
                    f"sequences | steps {state['step']}..{t.max_steps}")
 
-        interval = torch.zeros(4, dtype=torch.float64)  # sums of loss, lm loss, balance loss; micro-steps
+        # Sums of loss, lm loss, balance loss and a count of micro-steps, kept on the training device
+        # (NCCL reduces only device tensors; no host sync per micro-step).
+        interval = torch.zeros(4, dtype=torch.float64, device=self.device)
+        one = torch.ones((), dtype=torch.float64, device=self.device)
         last_time, last_tokens, start_time = time.time(), state["tokens"], time.time()
         start_step = state["step"]
         val_loss = None
@@ -160,8 +163,8 @@ class Trainer:
                 out = self.engine(x.to(self.device), y.to(self.device))
                 self.engine.backward(out.loss)
                 self.engine.step()
-                interval += torch.tensor([out.loss.item(), out.lm_loss.item(), out.balance_loss.item(), 1.0],
-                                         dtype=torch.float64)
+                interval += torch.stack([out.loss.detach().double(), out.lm_loss.detach().double(),
+                                         out.balance_loss.detach().double(), one])
             state["step"] += 1
             state["tokens"] += self.global_batch * t.seq_len
             state["consumed_samples"] = sampler.consumed
