@@ -88,8 +88,9 @@ class Trainer:
         from .optim import lr_scheduler_factory, param_groups
 
         self.cfg, self.torch, self.dist = cfg, torch, dist
-        # DeepSpeed 0.19.8's ZeRO-2 calls a torch collective that torch 2.13 deprecates; not ours to fix.
-        warnings.filterwarnings("ignore", message=r".*all_gather_into_tensor.* is deprecated", category=FutureWarning)
+        # DeepSpeed 0.19.8's ZeRO calls torch.distributed collectives that newer torch deprecates
+        # (all_gather_into_tensor, reduce_scatter_tensor); not ours to fix, and repeated on every rank.
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
         _single_process_env()
         accel = get_accelerator()
         self.on_cuda = accel.device_name() == "cuda"
