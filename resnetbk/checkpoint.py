@@ -37,8 +37,11 @@ def save(engine, run_dir: str, step: int, client_state: dict) -> str:
     root, tag = checkpoint_root(run_dir), tag_for(step)
     path = os.path.join(root, tag)
     if not os.path.isdir(path):
-        # The converter to DeepSpeed's universal format (other world sizes) needs this entry.
-        state = {**client_state, "universal_checkpoint_info": {"universal_checkpoint_version": 0.4}}
+        # The converter to DeepSpeed's universal format (other world sizes) needs this entry. With MoE layers
+        # DeepSpeed writes it itself and refuses it in client state.
+        state = dict(client_state)
+        if not getattr(engine, "has_moe_layers", False):
+            state["universal_checkpoint_info"] = {"universal_checkpoint_version": 0.4}
         engine.save_checkpoint(root, tag=tag, client_state=state)
     return path
 

@@ -37,13 +37,25 @@ class ModelConfig:
     moe_experts: int = 4
     moe_top_k: int = 2
     moe_balance_coef: float = 0.01  # weight of the load-balancing loss added to the training loss
+    # "native": this repo's dropless top-k MoE (exactly causal, any ZeRO stage). "deepspeed": DeepSpeed's MoE
+    # layer (GShard gating, capacity, expert parallelism over moe_ep_size ranks), ZeRO stages 0-2 only.
+    moe_impl: str = "native"
+    moe_ep_size: int = 1  # deepspeed only: ranks that split the experts (must divide moe_experts and the world)
+    # deepspeed only: expert capacity = factor x tokens / experts; 0 drops no token (capacity = the largest
+    # expert load). With a factor, whether a token overflows depends on the other tokens of the micro-batch,
+    # later positions included, so the model is no longer exactly causal.
+    moe_capacity_factor: float = 0.0
 
 
 @dataclass
 class TrainConfig:
     seq_len: int = 128
-    micro_batch: int = 16  # per rank
-    grad_accum: int = 1
+    # Batch: global = micro_batch x grad_accum x ranks. Unset (null) values come from the DeepSpeed JSON
+    # (train_micro_batch_size_per_gpu, gradient_accumulation_steps), or grad_accum from global_batch.
+    micro_batch: Optional[int] = None  # per rank
+    grad_accum: Optional[int] = None
+    global_batch: Optional[int] = None
+    activation_checkpoint_interval: int = 0  # recompute every k-th block in backward (DeepSpeed); 0: off
     max_steps: int = 200
     seed: int = 1234
     log_interval: int = 10
@@ -72,7 +84,11 @@ class DataConfig:
 
 @dataclass
 class DeepSpeedConfig:
-    config: str = "ds_configs/cpu/zero2.json"  # engine strategy: ZeRO stage, precision, clipping
+    # The engine strategy is ds_configs/<profile>/<strategy>.json, or the JSON file named by `config`.
+    profile: str = "auto"  # auto: from the GPUs (cpu without CUDA); or a name in resnetbk/profiles.py
+    strategy: Optional[str] = None  # zero1, zero2, zero3, zero2-offload, zero3-offload, zero3-nvme; null: the profile's default
+    config: Optional[str] = None  # a DeepSpeed JSON path; when set, profile and strategy are not used
+    nvme_path: Optional[str] = None  # where zero3-nvme swaps (a writable directory on a local NVMe drive)
 
 
 @dataclass
@@ -147,8 +163,11 @@ def _validate(cfg: RunConfig) -> None:
     m, t, o = cfg.model, cfg.train, cfg.optim
     _check(m.arch in ("resnetbk", "gpt"), "model.arch", f"must be 'resnetbk' or 'gpt', got '{m.arch}'")
     validate_model(m)
-    for key in ("seq_len", "micro_batch", "grad_accum", "max_steps", "log_interval", "eval_interval"):
+    for key in ("seq_len", "max_steps", "log_interval", "eval_interval"):
         _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1")
+    for key in ("micro_batch", "grad_accum", "global_batch"):
+        _check(getattr(t, key) is None or getattr(t, key) >= 1, f"train.{key}", "must be >= 1 (or null)")
+    _check(t.activation_checkpoint_interval >= 0, "train.activation_checkpoint_interval", "must be >= 0 (0: off)")
     _check(t.eval_max_batches >= 0, "train.eval_max_batches", "must be >= 0")
     _check(t.save_interval >= 0, "train.save_interval", "must be >= 0")
     _check(t.seq_len <= m.max_seq_len, "train.seq_len", f"{t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
@@ -166,9 +185,20 @@ def _validate(cfg: RunConfig) -> None:
     _check(not cfg.data.train_weights or len(cfg.data.train_weights) == len(train), "data.train_weights",
            f"needs one weight per data.train directory ({len(train)})")
     _check(all(w > 0 for w in cfg.data.train_weights), "data.train_weights", "weights must be > 0")
+    _validate_deepspeed(cfg)
     _check(cfg.sample.temperature > 0, "sample.temperature", "must be > 0")
     _check(cfg.sample.top_k >= 0, "sample.top_k", "must be >= 0 (0 disables top-k)")
     _check(cfg.sample.max_new_tokens >= 0, "sample.max_new_tokens", "must be >= 0")
+
+
+def _validate_deepspeed(cfg: RunConfig) -> None:
+    from .profiles import PROFILES, STRATEGIES
+
+    d = cfg.deepspeed
+    _check(d.profile == "auto" or d.profile in PROFILES, "deepspeed.profile",
+           f"unknown profile '{d.profile}' (auto, {', '.join(PROFILES)})")
+    _check(d.strategy is None or d.strategy in ("zero0", *STRATEGIES), "deepspeed.strategy",
+           f"unknown strategy '{d.strategy}' ({', '.join(STRATEGIES)})")
 
 
 def train_dirs(cfg: RunConfig) -> List[str]:
@@ -188,6 +218,15 @@ def validate_model(m: ModelConfig) -> None:
         _check(m.moe_experts >= 1, "model.moe_experts", "must be >= 1")
         _check(1 <= m.moe_top_k <= m.moe_experts, "model.moe_top_k", f"must be in [1, model.moe_experts={m.moe_experts}]")
         _check(m.moe_balance_coef >= 0, "model.moe_balance_coef", "must be >= 0")
+        _check(m.moe_impl in ("native", "deepspeed"), "model.moe_impl", f"must be 'native' or 'deepspeed', got '{m.moe_impl}'")
+        _check(m.moe_capacity_factor >= 0, "model.moe_capacity_factor", "must be >= 0 (0: no token dropped)")
+        _check(m.moe_ep_size >= 1 and m.moe_experts % m.moe_ep_size == 0, "model.moe_ep_size",
+               f"must divide model.moe_experts={m.moe_experts}")
+        if m.moe_impl == "native":
+            _check(m.moe_ep_size == 1, "model.moe_ep_size", "expert parallelism needs model.moe_impl=deepspeed")
+            _check(m.moe_capacity_factor == 0, "model.moe_capacity_factor", "is read only with model.moe_impl=deepspeed")
+        else:
+            _check(m.moe_top_k in (1, 2), "model.moe_top_k", "DeepSpeed's MoE gate supports top-1 and top-2 only")
         _check(m.bk_im_z_min > 0, "model.bk_im_z_min", "must be > 0 (Im z > 0 keeps the resolvent bounded)")
 
 

@@ -1,8 +1,9 @@
-"""The DeepSpeed config: a strategy JSON from ds_configs/ completed with what the run config owns.
+"""The DeepSpeed config: a JSON from ds_configs/ (picked by profile and strategy) completed by the run config.
 
 The JSON file owns the engine strategy (ZeRO stage, offload, precision, gradient clipping, activation
-checkpointing). The run config owns batch sizes, optimizer, LR schedule (resnetbk/optim.py) and where TensorBoard writes;
-the JSON must not set those, so there is one source of truth for each number.
+checkpointing) and default batch sizes, which train.micro_batch / grad_accum / global_batch override. The run
+config owns the optimizer, the LR schedule (resnetbk/optim.py) and where TensorBoard writes; the JSON must
+not set those, so there is one source of truth for each number.
 
 DeepSpeed silently ignores an unknown top-level key (a misspelled "zero_optimisation" runs as stage 0),
 so top-level keys are checked against the keys DeepSpeed 0.19.8 reads (from deepspeed/runtime/config.py
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+from typing import List, NamedTuple, Optional
 
 from .config import ConfigError, RunConfig
+from .profiles import GPU, PROFILES, config_path, has_bf16, pick_profile, strategy_names
 
 DEEPSPEED_TOP_LEVEL_KEYS = frozenset({
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "optimizer", "scheduler",
@@ -28,17 +31,22 @@ DEEPSPEED_TOP_LEVEL_KEYS = frozenset({
     "lower_precision_safe_modules", "managed_gradient_accumulation",
 })
 OWNED_BY_RUN_CONFIG = {
-    "train_batch_size": "train.micro_batch and train.grad_accum",
-    "train_micro_batch_size_per_gpu": "train.micro_batch",
-    "gradient_accumulation_steps": "train.grad_accum",
     "optimizer": "optim.*",
     "scheduler": "optim.* and train.max_steps (see resnetbk/optim.py)",
     "tensorboard": "run_dir and tb_enabled",
 }
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Strategy(NamedTuple):
+    path: str
+    config: dict
+    profile: Optional[str]  # None for a JSON named by deepspeed.config
+    reason: str  # how it was chosen, in words
 
 
 def load_strategy(path: str) -> dict:
-    """Reads and checks a ds_configs JSON file. Errors name the file and the key."""
+    """Reads and checks a DeepSpeed JSON file. Errors name the file and the key."""
     if not os.path.isfile(path):
         raise ConfigError(f"deepspeed.config: {path}: file not found")
     try:
@@ -61,18 +69,108 @@ def load_strategy(path: str) -> dict:
     return strategy
 
 
-def build_ds_config(cfg: RunConfig, strategy: dict, world_size: int, on_cuda: bool) -> dict:
-    """The full dict passed to deepspeed.initialize. Global batch = micro x accumulation x world."""
+def resolve_strategy(cfg: RunConfig, gpus: List[GPU]) -> Strategy:
+    """The DeepSpeed JSON this run uses, checked against the run config and the hardware."""
+    d = cfg.deepspeed
+    if d.config:
+        path, profile, reason = d.config, None, "from deepspeed.config; profile and strategy not used"
+    else:
+        if d.profile == "auto":
+            try:
+                profile, why = pick_profile(gpus)
+            except ValueError as e:
+                raise ConfigError(f"deepspeed.profile: {e}") from None
+            reason = f"profile {profile} autodetected ({why})"
+        else:
+            profile, reason = d.profile, f"profile {d.profile} from deepspeed.profile"
+            if profile != "cpu" and not gpus:
+                raise ConfigError(f"deepspeed.profile: '{profile}' is a GPU profile but no CUDA GPU was found; "
+                                  "use deepspeed.profile=cpu (or auto)")
+        strategy = d.strategy or PROFILES[profile].default_strategy
+        if strategy not in strategy_names(profile):
+            raise ConfigError(f"deepspeed.strategy: profile '{profile}' has no strategy '{strategy}' "
+                              f"({', '.join(strategy_names(profile))})")
+        reason += f", strategy {strategy}" + ("" if d.strategy else " (the profile's default)")
+        path = os.path.relpath(config_path(profile, strategy, os.path.join(REPO_ROOT, "ds_configs")))
+    config = load_strategy(path)
+    _check_against_run(config, path, cfg, gpus)
+    return Strategy(path, config, profile, reason)
+
+
+def _check_against_run(config: dict, path: str, cfg: RunConfig, gpus: List[GPU]) -> None:
+    zero = config.get("zero_optimization", {})
+    stage = zero.get("stage", 0)
+    offload_param = zero.get("offload_param", {}).get("device", "none")
+    offload_optim = zero.get("offload_optimizer", {}).get("device", "none")
+    if offload_param != "none" and stage != 3:
+        raise ConfigError(f"{path}: zero_optimization.offload_param needs ZeRO stage 3 (stage is {stage})")
+    if offload_optim != "none" and stage == 0:
+        raise ConfigError(f"{path}: zero_optimization.offload_optimizer needs ZeRO stage 1, 2 or 3")
+    if "nvme" in (offload_param, offload_optim):
+        nvme = cfg.deepspeed.nvme_path or zero.get("offload_param", zero.get("offload_optimizer", {})).get("nvme_path")
+        if not nvme or not os.path.isdir(nvme) or not os.access(nvme, os.W_OK):
+            raise ConfigError(f"deepspeed.nvme_path: '{nvme}' is not a writable directory ({path} swaps parameters "
+                              "and optimizer states there; point it at a local NVMe drive)")
+    if config.get("fp16", {}).get("enabled") and not gpus:
+        raise ConfigError(f"{path}: fp16 needs a CUDA GPU and this run has none; use an fp32 or bf16 config")
+    if config.get("bf16", {}).get("enabled") and gpus and not has_bf16(gpus):
+        gpu = min(gpus, key=lambda g: g.compute_capability)
+        raise ConfigError(f"{path}: bf16 is enabled but {gpu.name} (compute capability {gpu.compute_capability:g}) "
+                          "has no bf16; use an fp16 profile (deepspeed.profile=t4 or v100)")
+    if not gpus and cfg.train.activation_checkpoint_interval and \
+            config.get("activation_checkpointing", {}).get("cpu_checkpointing"):
+        # On CPU ranks DeepSpeed 0.19.8's copy "to CPU" returns the same tensor, which it then frees.
+        raise ConfigError(f"{path}: activation_checkpointing.cpu_checkpointing needs a GPU (it loses the "
+                          "checkpoints on CPU ranks); set it to false")
+    m = cfg.model
+    if m.arch == "resnetbk" and m.moe_impl == "deepspeed" and stage == 3:
+        raise ConfigError(f"model.moe_impl: DeepSpeed 0.19.8 refuses its MoE layer under ZeRO stage 3 ({path}); "
+                          "use model.moe_impl=native there")
+
+
+def resolve_batch(cfg: RunConfig, strategy: Strategy, world_size: int) -> None:
+    """Fills cfg.train.micro_batch and grad_accum so that global = micro x accumulation x world."""
+    t, ds, path = cfg.train, strategy.config, strategy.path
+    micro = t.micro_batch or ds.get("train_micro_batch_size_per_gpu")
+    if not micro:
+        raise ConfigError(f"train.micro_batch: not set, and {path} has no train_micro_batch_size_per_gpu")
+    global_batch = t.global_batch or ds.get("train_batch_size")
+    if global_batch:
+        if global_batch % (micro * world_size):
+            raise ConfigError(f"train.global_batch: {global_batch} is not a multiple of micro-batch x ranks "
+                              f"= {micro} x {world_size}")
+        accum = global_batch // (micro * world_size)
+        if t.grad_accum and t.grad_accum != accum:
+            raise ConfigError(f"train.grad_accum: {t.grad_accum} disagrees with global batch {global_batch} = "
+                              f"{micro} x {accum} x {world_size} ranks")
+    else:
+        accum = t.grad_accum or ds.get("gradient_accumulation_steps", 1)
+    m = cfg.model
+    if m.arch == "resnetbk" and m.moe_impl == "deepspeed" and world_size % m.moe_ep_size:
+        raise ConfigError(f"model.moe_ep_size: {m.moe_ep_size} does not divide the {world_size} ranks")
+    t.micro_batch, t.grad_accum = int(micro), int(accum)
+    t.global_batch = t.micro_batch * t.grad_accum * world_size
+
+
+def build_ds_config(cfg: RunConfig, strategy: Strategy, on_cuda: bool) -> dict:
+    """The full dict passed to deepspeed.initialize (after resolve_batch)."""
     t, o = cfg.train, cfg.optim
-    ds = dict(strategy)
+    ds = json.loads(json.dumps(strategy.config))  # a deep copy
     ds["train_micro_batch_size_per_gpu"] = t.micro_batch
     ds["gradient_accumulation_steps"] = t.grad_accum
-    ds["train_batch_size"] = t.micro_batch * t.grad_accum * world_size
+    ds["train_batch_size"] = t.global_batch
+    zero = ds.get("zero_optimization", {})
+    offload = zero.get("offload_optimizer", {}).get("device", "none") != "none"
+    if cfg.deepspeed.nvme_path:
+        for key in ("offload_param", "offload_optimizer"):
+            if zero.get(key, {}).get("device") == "nvme":
+                zero[key]["nvme_path"] = cfg.deepspeed.nvme_path
     ds["optimizer"] = {
         "type": "AdamW",
-        # FusedAdam needs CUDA; on CPU DeepSpeed must use torch's AdamW.
+        # FusedAdam needs CUDA: on CPU ranks DeepSpeed must use torch's AdamW, except with offload, where
+        # it uses its own CPU Adam (DeepSpeedCPUAdam) on any machine.
         "params": {"lr": o.lr, "betas": list(o.betas), "eps": o.eps, "weight_decay": o.weight_decay,
-                   "torch_adam": not on_cuda},
+                   "torch_adam": not on_cuda and not offload},
     }
     if cfg.tb_enabled:
         # DeepSpeed's monitor writes the event file; the trainer adds its own scalars through the same writer.

@@ -124,6 +124,36 @@ class MoE(nn.Module):
         return out.reshape(shape), balance_loss
 
 
+class DeepSpeedMoE(nn.Module):
+    """DeepSpeed's MoE layer (GShard top-1/top-2 gating, expert capacity, expert parallelism) with the same
+    experts and the same contract as MoE: forward(x) -> (output, balance loss).
+
+    The experts are split over model.moe_ep_size ranks (all-to-all inside each expert-parallel group);
+    DeepSpeed creates the groups when the engine initialises. Gating is deterministic (no noise, no random
+    second-expert sampling), so runs are reproducible. Its balance loss is the same Switch loss as MoE's.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        from deepspeed.moe.layer import MoE as DSMoE
+
+        drop = cfg.moe_capacity_factor > 0
+        self.layer = DSMoE(cfg.d_model, MLP(cfg.d_model, cfg.ffn_hidden, cfg.dropout), num_experts=cfg.moe_experts,
+                           ep_size=cfg.moe_ep_size, k=cfg.moe_top_k, capacity_factor=cfg.moe_capacity_factor or 1.0,
+                           eval_capacity_factor=cfg.moe_capacity_factor or 1.0, drop_tokens=drop, use_rts=drop,
+                           top2_2nd_expert_sampling=False)
+        self.register_buffer("last_load", torch.zeros(cfg.moe_experts), persistent=False)
+
+    @property
+    def router(self) -> nn.Linear:
+        return self.layer.deepspeed_moe.gate.wg
+
+    def forward(self, x: torch.Tensor):
+        out, balance_loss, counts = self.layer(x)
+        self.last_load = counts.float() / counts.sum().clamp(min=1)
+        return out, balance_loss
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -145,7 +175,7 @@ class ResNetBKBlock(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.RMSNorm(cfg.d_model), nn.RMSNorm(cfg.d_model)
         self.mixer = BKMixer(cfg)
-        self.moe = MoE(cfg)
+        self.moe = DeepSpeedMoE(cfg) if cfg.moe_impl == "deepspeed" else MoE(cfg)
 
     def forward(self, x):
         x = x + self.mixer(self.norm1(x))
@@ -176,6 +206,12 @@ class CausalLM(nn.Module):
         self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model)
         self.apply(self._init_weights)
+        self.checkpoint_fn, self.checkpoint_interval = None, 0
+
+    def enable_activation_checkpointing(self, checkpoint_fn, interval: int) -> None:
+        """Recompute every `interval`-th block in backward: checkpoint_fn(block, x) is
+        deepspeed.checkpointing.checkpoint (configured from the DeepSpeed JSON) or torch's equivalent."""
+        self.checkpoint_fn, self.checkpoint_interval = checkpoint_fn, interval
 
     def _init_weights(self, module: nn.Module) -> None:
         # GPT-2 initialisation; residual output projections scaled by 1/sqrt(2 * n_layers).
@@ -197,8 +233,11 @@ class CausalLM(nn.Module):
             x = x + self.pos_embed(torch.arange(n, device=tokens.device))
         x = self.drop(x)
         balance_loss = x.new_zeros((), dtype=torch.float32)
-        for block in self.blocks:
-            x, block_balance = block(x)
+        for i, block in enumerate(self.blocks):
+            if self.checkpoint_fn is not None and self.training and i % self.checkpoint_interval == 0:
+                x, block_balance = self.checkpoint_fn(block, x)
+            else:
+                x, block_balance = block(x)
             balance_loss = balance_loss + block_balance
         logits = F.linear(self.norm(x), self.embed.weight)  # tied LM head
         if targets is None:

@@ -14,11 +14,20 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def param_groups(model, weight_decay: float):
-    """Weight decay on matrices (linear weights, embeddings), none on norms, biases and z parameters."""
+    """Weight decay on matrices (linear weights, embeddings), none on norms, biases and z parameters.
+
+    With DeepSpeed's MoE layer, expert parameters go to groups of their own: DeepSpeed reduces their
+    gradients over the expert-data-parallel group instead of all ranks, and finds them by these groups."""
     decay, no_decay = [], []
     for p in model.parameters():
         (decay if p.dim() >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"name": "decay", "params": decay, "weight_decay": weight_decay},
+              {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
+    if any(getattr(p, "allreduce", True) is False for p in model.parameters()):  # DeepSpeed's mark on experts
+        from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
+
+        groups = split_params_into_different_moe_groups_for_optimizer(groups)
+    return groups
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

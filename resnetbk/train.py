@@ -22,18 +22,24 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML run config (see configs/)")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the config, data and DeepSpeed strategy for WORLD_SIZE ranks (default 1), print the "
+                             "resolved DeepSpeed config, and exit; the launch scripts run this before starting ranks")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=50")
     return parser.parse_args(argv)
 
 
-def check_inputs(cfg):
-    """Everything that can be checked before the heavy imports. Returns the DeepSpeed strategy dict."""
+def check_inputs(cfg, world_size: int):
+    """Everything that can be checked before the heavy imports: the DeepSpeed strategy against the hardware
+    and the run config (batch sizes filled in), the data, the tokenizer. Returns the Strategy."""
     import hashlib
 
     from .checkpoint import resolve_resume
-    from .ds_config import load_strategy
+    from .ds_config import resolve_batch, resolve_strategy
+    from .profiles import detect_gpus
 
-    strategy = load_strategy(cfg.deepspeed.config)
+    strategy = resolve_strategy(cfg, detect_gpus())
+    resolve_batch(cfg, strategy, world_size)
     resolve_resume(cfg.resume, cfg.run_dir)  # a bad checkpoint path fails here, before any work
     checksums = set()
     for directory in train_dirs(cfg) + [cfg.data.val]:
@@ -114,12 +120,18 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         model = CausalLM(cfg.model)
         self.n_params = sum(p.numel() for p in model.parameters())
-        ds_config = build_ds_config(cfg, strategy, self.world, self.on_cuda)
+        self.strategy = strategy
+        ds_config = build_ds_config(cfg, strategy, self.on_cuda)
+        if cfg.train.activation_checkpoint_interval:
+            # Configured from the JSON's "activation_checkpointing" section (CPU checkpointing on small cards).
+            deepspeed.checkpointing.configure(None, deepspeed_config=ds_config)
+            model.enable_activation_checkpointing(deepspeed.checkpointing.checkpoint,
+                                                  cfg.train.activation_checkpoint_interval)
         o = cfg.optim
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=param_groups(model, o.weight_decay), config=ds_config,
             lr_scheduler=lr_scheduler_factory(o.warmup_steps, cfg.train.max_steps, o.min_lr_ratio))
-        self.global_batch = cfg.train.micro_batch * cfg.train.grad_accum * self.world
+        self.global_batch = cfg.train.global_batch
         if self.is_main:
             os.makedirs(cfg.run_dir, exist_ok=True)
             with open(os.path.join(cfg.run_dir, "config.yaml"), "w") as f:
@@ -148,6 +160,8 @@ class Trainer:
         self.print(f"{kind}: {self.n_params / 1e6:.2f}M parameters | {self.world} rank(s) on {self.device.type} | "
                    f"global batch {self.global_batch} x {t.seq_len} tokens | {len(self.train_data):,} training "
                    f"sequences | steps {state['step']}..{t.max_steps}")
+        self.print(f"deepspeed: {self.strategy.path} ({self.strategy.reason}) | micro-batch {t.micro_batch} x "
+                   f"accumulation {t.grad_accum} x {self.world} rank(s)")
 
         # Sums of loss, lm loss, balance loss and a count of micro-steps, kept on the training device
         # (NCCL reduces only device tensors; no host sync per micro-step).
@@ -265,20 +279,35 @@ class Trainer:
         ]), flush=True)
 
 
+def _fail(e: Exception) -> int:
+    # Under a launcher every rank finds the same problem: one line from rank 0 is enough.
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         cfg = load_config(args.config, args.overrides)
-        strategy = check_inputs(cfg)
+        strategy = check_inputs(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e)
+    if args.dry_run:
+        import json
+
+        from .ds_config import build_ds_config
+        from .profiles import detect_gpus
+
+        print(f"deepspeed: {strategy.path} ({strategy.reason}) | global batch {cfg.train.global_batch} = micro-batch "
+              f"{cfg.train.micro_batch} x accumulation {cfg.train.grad_accum} x {os.environ.get('WORLD_SIZE', '1')} rank(s)")
+        print(json.dumps(build_ds_config(cfg, strategy, on_cuda=bool(detect_gpus())), indent=2))
+        return 0
     _fix_cuda_arch_list()
     try:
         return Trainer(cfg, strategy).run()
     except (ConfigError, DataError) as e:  # found after start-up, e.g. an unusable checkpoint
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(e)
 
 
 if __name__ == "__main__":

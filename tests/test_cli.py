@@ -27,10 +27,39 @@ def train(*args):
     ("nonsense", "key=value"),
     ("data.train_weights=[1,2]", "data.train_weights"),
     ("data.tokenizer=configs/tiny.yaml", "not the tokenizer the shards were made with"),
+    ("deepspeed.profile=h100", "no CUDA GPU"),
+    ("deepspeed.strategy=zero3-nvme", "deepspeed.strategy"),
+    ("deepspeed.config=ds_configs/t4/zero2.json", "fp16 needs a CUDA GPU"),
+    ("train.global_batch=24", "train.global_batch"),
+    ("model.moe_ep_size=2", "model.moe_ep_size"),
 ])
 def test_bad_overrides(kjv_data, override, fragment):
     data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
     assert_one_line_error(train("--config", "configs/tiny.yaml", *data, override), fragment)
+
+
+def test_under_the_launcher_only_rank_0_reports(kjv_data):
+    import os
+
+    deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
+    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    proc = run_cli([deepspeed, "--num_gpus", "2", "--module", "resnetbk.train", "--config", "configs/tiny.yaml", *data,
+                    "train.global_batch=48"], timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]
+    assert errors == ["error: train.global_batch: 48 is not a multiple of micro-batch x ranks = 16 x 2"], \
+        proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_dry_run_prints_the_resolved_deepspeed_config(kjv_data):
+    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    proc = run_cli([sys.executable, "-m", "resnetbk.train", "--dry-run", "--config", "configs/tiny.yaml", *data,
+                    "train.micro_batch=4", "train.global_batch=32"], env={"WORLD_SIZE": "2"}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first, rest = proc.stdout.split("\n", 1)
+    assert "ds_configs/cpu/zero2.json" in first and "micro-batch 4 x accumulation 4 x 2" in first
+    ds = json.loads(rest)
+    assert ds["train_batch_size"] == 32 and ds["zero_optimization"]["stage"] == 2
 
 
 def test_missing_config_file():

@@ -1,0 +1,110 @@
+"""DeepSpeed checks that need an initialised process group, run by tests under the deepspeed launcher.
+
+moe (2 ranks): does each MoE path train its router, and does the load-balancing loss reach the optimizer? For
+each (moe_impl, ZeRO stage), two fresh engines from the same seed: one takes an optimizer step on the balance
+loss alone, the other on the full loss. Writes, per path, how far the router and the experts' weights moved.
+
+checkpointing (1 rank): the gradients of both architectures with DeepSpeed activation checkpointing at
+intervals 1 and 2 against no checkpointing, dropout on. Writes the largest absolute difference per case.
+(CPU checkpointing is a GPU feature: on CPU ranks DeepSpeed 0.19.8's "copy to CPU" is a no-op and it then
+frees the only copy; resnetbk/ds_config.py refuses that combination.)
+"""
+
+import argparse
+import json
+import os
+
+import deepspeed
+import torch
+from deepspeed.utils import safe_get_full_fp32_param
+
+from resnetbk.config import ModelConfig
+from resnetbk.model import CausalLM
+from resnetbk.optim import param_groups
+
+PATHS = [("deepspeed", 1), ("deepspeed", 2), ("native", 3)]
+
+
+def engine_for(impl: str, stage: int):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, max_seq_len=16, d_model=32, n_layers=1, n_heads=2, ffn_hidden=64,
+                      moe_experts=4, moe_top_k=2, moe_impl=impl, moe_ep_size=2 if impl == "deepspeed" else 1)
+    model = CausalLM(cfg)
+    zero = {"stage": stage}
+    if stage == 3:
+        zero["stage3_param_persistence_threshold"] = 0  # partition even these tiny weights
+    ds = {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, "gradient_clipping": 0.0,
+          "zero_optimization": zero, "steps_per_print": 10**6,
+          "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "weight_decay": 0.0, "torch_adam": True}}}
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.0), config=ds)
+    return engine
+
+
+def weights(engine):
+    """The router's weight and the first layer of every expert on this rank, as full fp32 tensors."""
+    moe = engine.module.blocks[0].moe
+    experts = moe.experts if hasattr(moe, "experts") else moe.layer.deepspeed_moe.experts.deepspeed_experts
+    full = [safe_get_full_fp32_param(p).detach().clone() for p in (moe.router.weight, *(e.fc.weight for e in experts))]
+    return [full[0], torch.stack(full[1:])]
+
+
+def checkpointing_probe() -> dict:
+    from resnetbk import build_model
+
+    results = {}
+    for arch in ("resnetbk", "gpt"):
+        for cpu in (False, True) if torch.cuda.is_available() else (False,):
+            deepspeed.checkpointing.configure(None, partition_activations=False, checkpoint_in_cpu=cpu)
+            grads = []
+            for interval in (0, 1, 2):
+                torch.manual_seed(0)
+                model = build_model(arch, vocab_size=50, max_seq_len=16, d_model=32, n_layers=3, n_heads=4,
+                                    ffn_hidden=64, dropout=0.1)
+                if interval:
+                    model.enable_activation_checkpointing(deepspeed.checkpointing.checkpoint, interval)
+                tokens = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(1))
+                torch.manual_seed(5)  # the same dropout masks; DeepSpeed replays the RNG state when recomputing
+                model(tokens, tokens.roll(-1, 1)).loss.backward()
+                grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+            for interval, g in zip((1, 2), grads[1:]):
+                results[f"{arch}/interval{interval}/cpu_checkpointing={cpu}"] = float((g - grads[0]).abs().max())
+    return results
+
+
+def moe_probe(rank: int) -> dict:
+    results = {}
+    tokens = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(rank))
+    for impl, stage in PATHS:
+        result = {}
+        for loss in ("balance", "full"):
+            engine = engine_for(impl, stage)
+            before = weights(engine)
+            out = engine(tokens, tokens.roll(-1, 1))
+            # The balance loss alone gives only the router a gradient.
+            engine.backward(out.balance_loss if loss == "balance" else out.loss)
+            engine.step()
+            after = weights(engine)
+            result.update({"balance_loss": float(out.balance_loss),
+                           f"router_moved_by_{loss}": float((after[0] - before[0]).abs().max()),
+                           f"experts_moved_by_{loss}": float((after[1] - before[1]).abs().max())})
+        results[f"{impl}/zero{stage}"] = result
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("probe", choices=["moe", "checkpointing"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--local_rank", type=int, default=0)
+    args = parser.parse_args()
+    deepspeed.init_distributed()
+    rank = torch.distributed.get_rank()
+    results = moe_probe(rank) if args.probe == "moe" else checkpointing_probe()
+    if rank == 0:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    main()
