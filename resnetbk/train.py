@@ -89,6 +89,7 @@ class Trainer:
 
         from .data import IndexedShards, MixedSequences, PackedSequences
         from .ds_config import build_ds_config
+        from .flops import peak_tflops, training_flops_per_token
         from .metrics import MetricsLogger
         from .model import CausalLM
         from .optim import lr_scheduler_factory, param_groups
@@ -120,6 +121,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         model = CausalLM(cfg.model)
         self.n_params = sum(p.numel() for p in model.parameters())
+        self.flops_per_token = training_flops_per_token(cfg.model, cfg.train.seq_len)
+        self.peak_tflops = peak_tflops(torch.cuda.get_device_name(self.device)) if self.on_cuda else None
         self.strategy = strategy
         ds_config = build_ds_config(cfg, strategy, self.on_cuda)
         if cfg.train.activation_checkpoint_interval:
@@ -193,7 +196,8 @@ class Trainer:
                 tok_per_s = (state["tokens"] - last_tokens) / (now - last_time)
                 last_time, last_tokens = now, state["tokens"]
                 record = {"step": step, "loss": loss / n, "lm_loss": lm_loss / n, "lr": lr, "tokens": state["tokens"],
-                          "epoch": round(sampler.epoch, 4), "tokens_per_sec": tok_per_s, "elapsed_sec": now - start_time}
+                          "epoch": round(sampler.epoch, 4), "tokens_per_sec": tok_per_s, "elapsed_sec": now - start_time,
+                          **self._throughput(tok_per_s)}
                 if cfg.model.arch == "resnetbk":
                     record["moe_balance_loss"] = balance / n
                 grad_norm = self.engine.get_global_grad_norm()
@@ -219,11 +223,25 @@ class Trainer:
             self._report(val_loss, uni, n_eval * t.seq_len, text, ckpt, state)
         return 0
 
+    def _throughput(self, tok_per_s: float) -> dict:
+        """Model TFLOP/s per GPU (resnetbk/flops.py), MFU against the data-sheet peak, peak memory."""
+        import psutil
+
+        tflops = self.flops_per_token * tok_per_s / self.world / 1e12
+        out = {"tflops_per_gpu": tflops, "host_rss_gib": psutil.Process().memory_info().rss / 2**30}
+        if self.peak_tflops:
+            out["mfu"] = tflops / self.peak_tflops
+        if self.on_cuda:
+            out["max_allocated_gib"] = self.torch.cuda.max_memory_allocated(self.device) / 2**30
+        return out
+
     def _log(self, r: dict, start_step: int, max_steps: int) -> None:
         scalars = {"train/loss": r["loss"], "train/lm_loss": r["lm_loss"], "train/lr": r["lr"],
                    "train/tokens_seen": r["tokens"], "perf/tokens_per_sec_per_gpu": r["tokens_per_sec"] / self.world}
         for key, name in (("grad_norm", "train/grad_norm"), ("moe_balance_loss", "moe/load_balance_loss"),
-                          ("val_loss", "val/loss"), ("val_ppl", "val/ppl")):
+                          ("val_loss", "val/loss"), ("val_ppl", "val/ppl"), ("tflops_per_gpu", "perf/tflops_per_gpu"),
+                          ("mfu", "perf/mfu"), ("max_allocated_gib", "mem/max_allocated_gib"),
+                          ("host_rss_gib", "mem/host_rss_gib")):
             if key in r:
                 scalars[name] = r[key]
         load = self.engine.module.expert_load()
@@ -233,7 +251,9 @@ class Trainer:
         done = r["step"] - start_step
         eta = r["elapsed_sec"] / max(done, 1) * (max_steps - r["step"])
         line = (f"step {r['step']:>6}/{max_steps} | loss {r['loss']:.4f} | lr {r['lr']:.2e} | "
-                f"{r['tokens_per_sec']:,.0f} tok/s | ETA {eta / 60:.1f} min")
+                f"{r['tokens_per_sec']:,.0f} tok/s | {r['tflops_per_gpu']:.1f} TFLOP/s/GPU | ETA {eta / 60:.1f} min")
+        if "max_allocated_gib" in r:
+            line += f" | GPU mem {r['max_allocated_gib']:.1f} GiB"
         if "val_loss" in r:
             line += f" | val {r['val_loss']:.4f} (ppl {r['val_ppl']:.1f})"
         self.print(line)

@@ -81,3 +81,20 @@ def test_build_model_rejects_bad_arguments():
         build_model("lstm")
     with pytest.raises(ConfigError, match="model.moe_top_k"):
         build_model("resnetbk", moe_top_k=5)
+
+
+@pytest.mark.parametrize("arch,extra", [("resnetbk", {}), ("resnetbk", {"bk_selective": True, "bk_learned_z": False}),
+                                        ("gpt", {})])
+def test_param_count_from_the_config_matches_the_model(arch, extra):
+    from resnetbk.config import ModelConfig
+    from resnetbk.flops import param_count, training_flops_per_token
+
+    model = build_model(arch, vocab_size=97, max_seq_len=32, d_model=48, n_layers=3, n_heads=4, ffn_hidden=80, **extra)
+    cfg = ModelConfig(arch=arch, vocab_size=97, max_seq_len=32, d_model=48, n_layers=3, n_heads=4, ffn_hidden=80, **extra)
+    assert param_count(cfg) == sum(p.numel() for p in model.parameters())
+    flops = training_flops_per_token(cfg, 32)
+    assert flops > 6 * 97 * 48  # at least the LM head
+    if arch == "gpt":  # attention grows with the context, the BK recursion does not
+        assert training_flops_per_token(cfg, 64) > flops
+    else:
+        assert training_flops_per_token(cfg, 64) == flops

