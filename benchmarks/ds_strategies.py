@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +23,8 @@ import time
 
 def run_one(args, ngpus: int, strategy: str) -> dict:
     run_dir = os.path.join(args.work_dir, f"{ngpus}gpu-{strategy}")
-    cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", str(ngpus), "--module",
+    beside = os.path.join(os.path.dirname(sys.executable), "deepspeed")
+    cmd = [beside if os.path.exists(beside) else shutil.which("deepspeed"), "--num_gpus", str(ngpus), "--module",
            "resnetbk.train", "--config", args.config, f"deepspeed.strategy={strategy}",
            f"train.max_steps={args.steps}", f"train.log_interval={args.log_interval}",
            f"train.eval_interval={args.steps}", "train.save_interval=0", "train.eval_max_batches=4",
