@@ -23,6 +23,7 @@ import time
 
 def run_one(args, ngpus: int, strategy: str) -> dict:
     run_dir = os.path.join(args.work_dir, f"{ngpus}gpu-{strategy}")
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time, not a continuation of an older one
     beside = os.path.join(os.path.dirname(sys.executable), "deepspeed")
     cmd = [beside if os.path.exists(beside) else shutil.which("deepspeed"), "--num_gpus", str(ngpus), "--module",
            "resnetbk.train", "--config", args.config, f"deepspeed.strategy={strategy}",
