@@ -62,6 +62,11 @@ class TrainConfig:
     eval_interval: int = 100  # a multiple of log_interval; the last step is always evaluated
     eval_max_batches: int = 0  # 0: the whole validation split
     save_interval: int = 0  # 0: save only at the end
+    keep_checkpoints: int = 3  # newest complete checkpoints kept in run_dir/checkpoints; 0 keeps all
+    # Steps whose gradients are not finite are skipped (DeepSpeed's overflow check; fp16's loss scaler);
+    # this many in a row stops the run.
+    max_consecutive_skips: int = 20
+    collective_timeout_min: int = 10  # a rank that stops answering ends the job after this long, not never
 
 
 @dataclass
@@ -108,7 +113,9 @@ class RunConfig:
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     run_dir: str = "runs/default"
-    resume: str = "none"  # "auto" (newest checkpoint in run_dir), "none", or a checkpoint directory
+    # "auto": continue from the newest complete checkpoint in run_dir, or start fresh when there is none;
+    # "none": start fresh (refused when run_dir already holds a run); or a checkpoint tag directory.
+    resume: str = "auto"
     tb_enabled: bool = True
 
 
@@ -170,6 +177,9 @@ def _validate(cfg: RunConfig) -> None:
     _check(t.activation_checkpoint_interval >= 0, "train.activation_checkpoint_interval", "must be >= 0 (0: off)")
     _check(t.eval_max_batches >= 0, "train.eval_max_batches", "must be >= 0")
     _check(t.save_interval >= 0, "train.save_interval", "must be >= 0")
+    _check(t.keep_checkpoints >= 0, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
+    _check(t.max_consecutive_skips >= 1, "train.max_consecutive_skips", "must be >= 1")
+    _check(t.collective_timeout_min >= 1, "train.collective_timeout_min", "must be >= 1")
     _check(t.seq_len <= m.max_seq_len, "train.seq_len", f"{t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
     _check(t.eval_interval % t.log_interval == 0, "train.eval_interval",
            f"must be a multiple of train.log_interval ({t.log_interval}) so each evaluation lands on a logged step")

@@ -23,3 +23,14 @@ class MetricsLogger:
             f.write(json.dumps(record) + "\n")
         if self.monitor is not None and self.monitor.enabled:
             self.monitor.write_events([(name, float(v), record["step"]) for name, v in scalars.items()])
+
+    def truncate(self, step: int) -> None:
+        """Drops records after `step` (a resume recomputes them), so each step appears once."""
+        if not self.is_main or not os.path.isfile(self.path):
+            return
+        with open(self.path) as f:
+            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, self.path)

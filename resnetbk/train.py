@@ -7,6 +7,8 @@ The config is checked before torch or DeepSpeed load: a bad key stops in a secon
 from __future__ import annotations
 
 import argparse
+import datetime
+import math
 import os
 import socket
 import sys
@@ -34,13 +36,16 @@ def check_inputs(cfg, world_size: int):
     and the run config (batch sizes filled in), the data, the tokenizer. Returns the Strategy."""
     import hashlib
 
-    from .checkpoint import resolve_resume
+    from .checkpoint import checkpoint_root, published_tags, resolve_resume
     from .ds_config import resolve_batch, resolve_strategy
     from .profiles import detect_gpus
 
     strategy = resolve_strategy(cfg, detect_gpus())
     resolve_batch(cfg, strategy, world_size)
-    resolve_resume(cfg.resume, cfg.run_dir)  # a bad checkpoint path fails here, before any work
+    resume = resolve_resume(cfg.resume, cfg.run_dir)  # a bad checkpoint path fails here, before any work
+    if resume is None and os.path.isdir(checkpoint_root(cfg.run_dir)) and published_tags(checkpoint_root(cfg.run_dir)):
+        raise ConfigError(f"run_dir: {cfg.run_dir} already holds a run with checkpoints; use resume=auto to "
+                          f"continue it, or choose another run_dir")
     checksums = set()
     for directory in train_dirs(cfg) + [cfg.data.val]:
         manifest = read_manifest(directory)
@@ -105,7 +110,7 @@ class Trainer:
             # Each rank gets its share of the cores instead of every rank spawning one thread per core.
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", "1")))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-        deepspeed.init_distributed()
+        deepspeed.init_distributed(timeout=datetime.timedelta(minutes=cfg.train.collective_timeout_min))
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
         self.device = torch.device(accel.device_name(), int(os.environ.get("LOCAL_RANK", 0))) if self.on_cuda else torch.device("cpu")
@@ -125,6 +130,7 @@ class Trainer:
         self.peak_tflops = peak_tflops(torch.cuda.get_device_name(self.device)) if self.on_cuda else None
         self.strategy = strategy
         ds_config = build_ds_config(cfg, strategy, self.on_cuda)
+        self.resume = self._prepare_resume(ds_config)
         if cfg.train.activation_checkpoint_interval:
             # Configured from the JSON's "activation_checkpointing" section (CPU checkpointing on small cards).
             deepspeed.checkpointing.configure(None, deepspeed_config=ds_config)
@@ -141,6 +147,23 @@ class Trainer:
                 f.write(to_yaml(cfg))
         self.metrics = MetricsLogger(cfg.run_dir, getattr(self.engine, "monitor", None), self.is_main)
 
+    def _prepare_resume(self, ds_config: dict):
+        """The checkpoint to load (None: fresh start). A checkpoint written by another number of data-parallel
+        ranks is converted once to DeepSpeed's universal format (rank 0) and loaded from there."""
+        from . import checkpoint
+
+        resume = checkpoint.resolve_resume(self.cfg.resume, self.cfg.run_dir)
+        if resume is None or resume.saved_world in (0, self.world):
+            return resume
+        out = checkpoint.universal_dir(self.cfg.run_dir, resume.tag)
+        if self.is_main:
+            print(f"resume: {resume.tag} was saved by {resume.saved_world} rank(s), this run has {self.world}: "
+                  f"converting it to DeepSpeed's universal checkpoint in {out}", flush=True)
+            checkpoint.convert_to_universal(os.path.join(resume.load_dir, resume.tag), out)
+        self.dist.barrier()
+        ds_config["checkpoint"] = {**ds_config.get("checkpoint", {}), "load_universal": True}
+        return checkpoint.Resume(os.path.dirname(out), resume.tag, self.world)
+
     def print(self, *args):
         if self.is_main:
             print(*args, flush=True)
@@ -151,12 +174,16 @@ class Trainer:
         from .evaluate import eval_sample_count, evaluate, perplexity, unigram_loss
 
         cfg, t, torch = self.cfg, self.cfg.train, self.torch
-        state = {"step": 0, "tokens": 0, "consumed_samples": 0}
-        resume = checkpoint.resolve_resume(cfg.resume, cfg.run_dir)
-        if resume is not None:
-            client = checkpoint.load(self.engine, *resume)
-            state.update({k: client[k] for k in state})
-            self.print(f"resumed from {resume[0]}/{resume[1] or 'latest'} at step {state['step']}")
+        state = {"step": 0, "tokens": 0, "consumed_samples": 0, "skipped_steps": 0}
+        if self.resume is not None:
+            client = checkpoint.load(self.engine, self.resume.load_dir, self.resume.tag)
+            state.update({k: client[k] for k in state if k in client})
+            same_rng = checkpoint.restore_rng(client.get("rng"), self.rank, self.world)
+            self.print(f"resumed from {os.path.join(self.resume.load_dir, self.resume.tag)} at step {state['step']}"
+                       + ("" if same_rng else " (RNG states not restored: saved by another number of ranks)"))
+        if self.is_main:
+            checkpoint.remove_stale_temporaries(cfg.run_dir)
+            self.metrics.truncate(state["step"])  # records past the checkpoint are about to be recomputed
         sampler = ResumableSampler(len(self.train_data), t.micro_batch, self.rank, self.world, t.seed,
                                    consumed=state["consumed_samples"])
         kind = "ResNet-BK" if cfg.model.arch == "resnetbk" else "GPT"
@@ -166,54 +193,71 @@ class Trainer:
         self.print(f"deepspeed: {self.strategy.path} ({self.strategy.reason}) | micro-batch {t.micro_batch} x "
                    f"accumulation {t.grad_accum} x {self.world} rank(s)")
 
-        # Sums of loss, lm loss, balance loss and a count of micro-steps, kept on the training device
-        # (NCCL reduces only device tensors; no host sync per micro-step).
+        # Sums of loss, lm loss, balance loss and a count of micro-steps over the applied steps of a log
+        # interval, kept on the training device (NCCL reduces only device tensors; no host sync per micro-step).
         interval = torch.zeros(4, dtype=torch.float64, device=self.device)
-        one = torch.ones((), dtype=torch.float64, device=self.device)
         last_time, last_tokens, start_time = time.time(), state["tokens"], time.time()
         start_step = state["step"]
-        val_loss = None
+        val_loss, consecutive_skips = None, 0
         while state["step"] < t.max_steps:
             # The rate this step's update uses (the scheduler steps after each update).
             lr = self.engine.optimizer.param_groups[0]["lr"]
-            for _ in range(t.grad_accum):
-                x, y = self.train_data.batch(sampler.next_indices())
-                out = self.engine(x.to(self.device), y.to(self.device))
-                self.engine.backward(out.loss)
-                self.engine.step()
-                interval += torch.stack([out.loss.detach().double(), out.lm_loss.detach().double(),
-                                         out.balance_loss.detach().double(), one])
+            try:
+                step_sums = self._optimizer_step(sampler)
+            except torch.OutOfMemoryError:
+                if state["step"] != start_step:
+                    raise  # memory use is flat after the first step: this is not a batch-size problem
+                sampler = self._shrink_micro_batch(state["consumed_samples"])
+                continue
             state["step"] += 1
             state["tokens"] += self.global_batch * t.seq_len
             state["consumed_samples"] = sampler.consumed
             step, last = state["step"], state["step"] == t.max_steps
+            if self.engine.was_step_applied():
+                interval += step_sums
+                consecutive_skips = 0
+            else:  # DeepSpeed found non-finite gradients (or fp16 overflow) and left the weights alone
+                state["skipped_steps"] += 1
+                consecutive_skips += 1
+                self.print(f"step {step}: non-finite gradients, update skipped ({consecutive_skips} in a row, "
+                           f"{state['skipped_steps']} in all)")
+                if consecutive_skips >= t.max_consecutive_skips:
+                    raise TrainingError(
+                        f"{consecutive_skips} steps in a row had non-finite gradients (train.max_consecutive_skips); "
+                        f"stopped at step {step}. The newest checkpoint is in {checkpoint.checkpoint_root(cfg.run_dir)}: "
+                        f"resume from it with a lower optim.lr, or bf16 instead of fp16")
 
             if step % t.log_interval == 0 or last:
                 self.dist.all_reduce(interval)
                 loss, lm_loss, balance, n = interval.tolist()
                 interval.zero_()
+                if n and not math.isfinite(loss):
+                    raise TrainingError(f"non-finite training loss at step {step} on updates DeepSpeed applied "
+                                        f"(ZeRO stage 0 does not skip them): the weights are no longer usable; resume "
+                                        f"from the newest checkpoint with ZeRO stage >= 1 or a lower optim.lr")
                 now = time.time()
                 tok_per_s = (state["tokens"] - last_tokens) / (now - last_time)
                 last_time, last_tokens = now, state["tokens"]
-                record = {"step": step, "loss": loss / n, "lm_loss": lm_loss / n, "lr": lr, "tokens": state["tokens"],
-                          "epoch": round(sampler.epoch, 4), "tokens_per_sec": tok_per_s, "elapsed_sec": now - start_time,
-                          **self._throughput(tok_per_s)}
+                mean = (lambda v: v / n) if n else (lambda v: None)  # every step of the interval was skipped
+                record = {"step": step, "loss": mean(loss), "lm_loss": mean(lm_loss), "lr": lr, "tokens": state["tokens"],
+                          "epoch": round(sampler.epoch, 4), "skipped_steps": state["skipped_steps"],
+                          "tokens_per_sec": tok_per_s, "elapsed_sec": now - start_time, **self._throughput(tok_per_s)}
                 if cfg.model.arch == "resnetbk":
-                    record["moe_balance_loss"] = balance / n
+                    record["moe_balance_loss"] = mean(balance)
                 grad_norm = self.engine.get_global_grad_norm()
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
+                if self.engine.fp16_enabled():
+                    opt = self.engine.optimizer
+                    record["loss_scale"] = float(getattr(opt, "loss_scale", None) or opt.cur_scale)
                 if step % t.eval_interval == 0 or last:
                     val_loss = evaluate(self.engine, self.val_data, t.micro_batch, self.device, t.eval_max_batches)
                     record.update(val_loss=val_loss, val_ppl=perplexity(val_loss))
                 self._log(record, start_step, t.max_steps)
 
             if t.save_interval and step % t.save_interval == 0 and not last:
-                checkpoint.save(self.engine, cfg.run_dir, step, state)
-        if state["step"] > start_step or resume is None:
-            ckpt = checkpoint.save(self.engine, cfg.run_dir, state["step"], state)
-        else:
-            ckpt = os.path.join(checkpoint.checkpoint_root(cfg.run_dir), checkpoint.tag_for(state["step"]))
+                checkpoint.save(self.engine, cfg.run_dir, step, state, t.keep_checkpoints)
+        ckpt = checkpoint.save(self.engine, cfg.run_dir, state["step"], state, t.keep_checkpoints)
         if val_loss is None:  # resumed at the end: nothing trained, evaluate what was loaded
             val_loss = evaluate(self.engine, self.val_data, t.micro_batch, self.device, t.eval_max_batches)
         text = self._sample()
@@ -222,6 +266,47 @@ class Trainer:
             uni = unigram_loss(self.train_docs, self.val_data, n_eval)
             self._report(val_loss, uni, n_eval * t.seq_len, text, ckpt, state)
         return 0
+
+    def _optimizer_step(self, sampler):
+        """One optimizer step: grad_accum micro-steps through the engine. Returns the summed (loss, lm loss,
+        balance loss, micro-steps) on the device."""
+        torch = self.torch
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        one = torch.ones((), dtype=torch.float64, device=self.device)
+        for _ in range(self.cfg.train.grad_accum):
+            x, y = self.train_data.batch(sampler.next_indices())
+            out = self.engine(x.to(self.device), y.to(self.device))
+            self.engine.backward(out.loss)
+            self.engine.step()
+            sums += torch.stack([out.loss.detach().double(), out.lm_loss.detach().double(),
+                                 out.balance_loss.detach().double(), one])
+        return sums
+
+    def _shrink_micro_batch(self, consumed: int):
+        """Out of memory in the first step: halve the micro-batch and double accumulation (global batch
+        unchanged), then retry the step from the same samples."""
+        import gc
+
+        from .data import ResumableSampler
+
+        t, torch = self.cfg.train, self.torch
+        if t.micro_batch == 1:
+            raise TrainingError("out of memory at micro-batch 1: use a strategy that offloads more "
+                                "(deepspeed.strategy=zero3-offload), activation checkpointing "
+                                "(train.activation_checkpoint_interval=1) or a shorter train.seq_len")
+        old = t.micro_batch
+        t.micro_batch = old // 2 if old % 2 == 0 else 1
+        t.grad_accum = t.grad_accum * old // t.micro_batch
+        self.engine.zero_grad()
+        self.engine.micro_steps = 0  # the failed step's micro-steps never reached an optimizer update
+        self.engine.set_train_micro_batch_size(t.micro_batch)
+        self.engine.set_train_batch_size(self.global_batch)
+        gc.collect()
+        if self.on_cuda:
+            torch.cuda.empty_cache()
+        self.print(f"out of memory at micro-batch {old}: retrying with micro-batch {t.micro_batch} x accumulation "
+                   f"{t.grad_accum} (global batch {self.global_batch} unchanged)")
+        return ResumableSampler(len(self.train_data), t.micro_batch, self.rank, self.world, t.seed, consumed=consumed)
 
     def _throughput(self, tok_per_s: float) -> dict:
         """Model TFLOP/s per GPU (resnetbk/flops.py), MFU against the data-sheet peak, peak memory."""
@@ -236,13 +321,14 @@ class Trainer:
         return out
 
     def _log(self, r: dict, start_step: int, max_steps: int) -> None:
-        scalars = {"train/loss": r["loss"], "train/lm_loss": r["lm_loss"], "train/lr": r["lr"],
-                   "train/tokens_seen": r["tokens"], "perf/tokens_per_sec_per_gpu": r["tokens_per_sec"] / self.world}
-        for key, name in (("grad_norm", "train/grad_norm"), ("moe_balance_loss", "moe/load_balance_loss"),
+        scalars = {"train/lr": r["lr"], "train/tokens_seen": r["tokens"],
+                   "perf/tokens_per_sec_per_gpu": r["tokens_per_sec"] / self.world}
+        for key, name in (("loss", "train/loss"), ("lm_loss", "train/lm_loss"), ("grad_norm", "train/grad_norm"), ("skipped_steps", "train/skipped_steps"),
+                          ("loss_scale", "train/loss_scale"), ("moe_balance_loss", "moe/load_balance_loss"),
                           ("val_loss", "val/loss"), ("val_ppl", "val/ppl"), ("tflops_per_gpu", "perf/tflops_per_gpu"),
                           ("mfu", "perf/mfu"), ("max_allocated_gib", "mem/max_allocated_gib"),
                           ("host_rss_gib", "mem/host_rss_gib")):
-            if key in r:
+            if r.get(key) is not None:
                 scalars[name] = r[key]
         load = self.engine.module.expert_load()
         if load is not None:
@@ -250,7 +336,8 @@ class Trainer:
         self.metrics.log(r, scalars)
         done = r["step"] - start_step
         eta = r["elapsed_sec"] / max(done, 1) * (max_steps - r["step"])
-        line = (f"step {r['step']:>6}/{max_steps} | loss {r['loss']:.4f} | lr {r['lr']:.2e} | "
+        loss = "skipped" if r["loss"] is None else f"{r['loss']:.4f}"
+        line = (f"step {r['step']:>6}/{max_steps} | loss {loss} | lr {r['lr']:.2e} | "
                 f"{r['tokens_per_sec']:,.0f} tok/s | {r['tflops_per_gpu']:.1f} TFLOP/s/GPU | ETA {eta / 60:.1f} min")
         if "max_allocated_gib" in r:
             line += f" | GPU mem {r['max_allocated_gib']:.1f} GiB"
@@ -299,6 +386,10 @@ class Trainer:
         ]), flush=True)
 
 
+class TrainingError(RuntimeError):
+    """The run cannot go on (too many skipped steps, out of memory at micro-batch 1); one line says why."""
+
+
 def _fail(e: Exception) -> int:
     # Under a launcher every rank finds the same problem: one line from rank 0 is enough.
     if os.environ.get("RANK", "0") == "0":
@@ -326,7 +417,7 @@ def main(argv=None) -> int:
     _fix_cuda_arch_list()
     try:
         return Trainer(cfg, strategy).run()
-    except (ConfigError, DataError) as e:  # found after start-up, e.g. an unusable checkpoint
+    except (ConfigError, DataError, TrainingError) as e:  # found after start-up, e.g. an unusable checkpoint
         return _fail(e)
 
 
