@@ -56,6 +56,12 @@ def saved_world_size(tag_dir: str) -> int:
     return len(glob.glob(os.path.join(tag_dir, "zero_pp_rank_*_mp_rank_00_optim_states.pt")))
 
 
+def is_tag_dir(path: str) -> bool:
+    """A DeepSpeed checkpoint tag directory: model states of rank 0 (stages 0-2) or of ZeRO-3 partition 0."""
+    return any(os.path.isfile(os.path.join(path, name))
+               for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt"))
+
+
 def resolve_resume(resume: str, run_dir: str) -> Optional[Resume]:
     """The checkpoint to resume from, or None to start fresh. Raises ConfigError naming `resume`."""
     if resume == "none":
@@ -68,8 +74,8 @@ def resolve_resume(resume: str, run_dir: str) -> Optional[Resume]:
             tag = tags[-1] if tags else None
         return None if tag is None else Resume(root, tag, saved_world_size(os.path.join(root, tag)))
     path = os.path.normpath(resume)
-    if not os.path.isfile(os.path.join(path, "mp_rank_00_model_states.pt")):
-        raise ConfigError(f"resume: {path} is not a DeepSpeed checkpoint tag directory (no mp_rank_00_model_states.pt)")
+    if not is_tag_dir(path):
+        raise ConfigError(f"resume: {path} is not a DeepSpeed checkpoint tag directory (no *mp_rank_00_model_states.pt)")
     return Resume(os.path.dirname(path), os.path.basename(path), saved_world_size(path))
 
 

@@ -101,7 +101,8 @@ class SampleConfig:
     prompt: str = "And God said"
     max_new_tokens: int = 48
     temperature: float = 0.8
-    top_k: int = 40
+    top_k: int = 40  # 0: off
+    top_p: float = 1.0  # nucleus sampling; 1: off
 
 
 @dataclass
@@ -198,6 +199,7 @@ def _validate(cfg: RunConfig) -> None:
     _validate_deepspeed(cfg)
     _check(cfg.sample.temperature > 0, "sample.temperature", "must be > 0")
     _check(cfg.sample.top_k >= 0, "sample.top_k", "must be >= 0 (0 disables top-k)")
+    _check(0 < cfg.sample.top_p <= 1, "sample.top_p", "must be in (0, 1] (1 disables top-p)")
     _check(cfg.sample.max_new_tokens >= 0, "sample.max_new_tokens", "must be >= 0")
 
 

@@ -1,8 +1,15 @@
-"""Validation loss over a packed shard directory, and the unigram baseline it must beat."""
+"""Validation loss over a packed shard directory, and the unigram baseline it must beat.
+
+Also a command: python -m resnetbk.evaluate EXPORT_DIR --data SHARD_DIR (perplexity of an exported model).
+"""
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 import math
+import sys
 
 import numpy as np
 import torch
@@ -52,3 +59,39 @@ def unigram_loss(train: list[IndexedShards], dataset: PackedSequences, n_samples
 
 def perplexity(loss: float) -> float:
     return math.exp(min(loss, 700.0))
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError
+    from .data import DataError, read_manifest
+    from .export import load_exported
+
+    parser = argparse.ArgumentParser(prog="python -m resnetbk.evaluate",
+                                     description="Perplexity of an exported model (python -m resnetbk.export) on a shard directory.")
+    parser.add_argument("export_dir")
+    parser.add_argument("--data", required=True, help="shard directory made with the same tokenizer (python -m data_prep)")
+    parser.add_argument("--seq-len", type=int, help="window length (default: the model's max_seq_len)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-batches", type=int, default=0, help="0: every window of the directory")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        model, cfg, tokenizer = load_exported(args.export_dir, args.device)
+        with open(tokenizer, "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != read_manifest(args.data)["tokenizer_sha256"]:
+                raise ConfigError(f"--data: {args.data} was made with another tokenizer than {args.export_dir}")
+        seq_len = args.seq_len or cfg.max_seq_len
+        if not 1 <= seq_len <= cfg.max_seq_len:
+            raise ConfigError(f"--seq-len: must be in [1, {cfg.max_seq_len}] (the model's max_seq_len)")
+        data = PackedSequences(IndexedShards(args.data), seq_len)
+        loss = evaluate(model, data, args.batch_size, args.device, args.max_batches)
+    except (ConfigError, DataError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = eval_sample_count(data, args.batch_size, 1, args.max_batches) * seq_len
+    print(json.dumps({"export": args.export_dir, "data": args.data, "tokens": n, "loss": loss, "ppl": perplexity(loss)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
