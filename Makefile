@@ -7,7 +7,7 @@ DATA ?= data/kjv
 VOCAB ?= 32000
 WORKERS ?= $(shell nproc)
 
-.PHONY: install demo data-kjv data-c4 data-pile test tensorboard clean
+.PHONY: install demo data-kjv data-c4 data-pile test tensorboard clean tiny small base 1b 3b 7b
 
 install: $(VENV)/.installed
 
@@ -34,9 +34,27 @@ data-pile: install
 	test -f data/pile/tokenizer.model || $(PY) -m data_prep tokenizer --format pile --input '$(PILE)' --vocab-size $(VOCAB) --out data/pile/tokenizer.model
 	$(PY) -m data_prep shards --format pile --input '$(PILE)' --tokenizer data/pile/tokenizer.model --out data/pile --workers $(WORKERS)
 
-# Tiny ResNet-BK on the embedded King James Bible: 2 CPU ranks, ZeRO-2, a few minutes.
-demo: data-kjv
-	DS_ACCELERATOR=cpu $(VENV)/bin/deepspeed --num_gpus 2 --module resnetbk.train --config configs/tiny.yaml
+# Tiny ResNet-BK on the embedded King James Bible: 2 CPU ranks, ZeRO-2, a few minutes (the `tiny` scale).
+demo: tiny
+
+# One target per scale, each a model preset (configs/<scale>.yaml) with its DeepSpeed profile and strategy:
+#   make small                     one node, every GPU nvidia-smi lists, profile autodetected from the GPU
+#   make 1b NGPUS=4 PROFILE=a100   override the GPU count or the profile
+#   make 7b HOSTFILE=hosts         several nodes (lines of "hostname slots=N"; passwordless ssh)
+#   make base ARGS='train.max_steps=5000 run_dir=runs/base-long'
+# `tiny` runs on 2 CPU ranks and the embedded corpus; the others read data/c4 (make data-c4) and keep
+# the strategy their preset names (zero3-offload for 3b and 7b).
+GPUS_FOUND := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+NGPUS ?= $(if $(filter 0,$(GPUS_FOUND)),1,$(GPUS_FOUND))
+LAUNCH_ENV = PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHON=$(CURDIR)/$(PY) NGPUS=$(NGPUS) HOSTFILE=$(HOSTFILE)
+LAUNCH = $(if $(HOSTFILE),launch/multinode.sh,launch/local.sh)
+PROFILE_ARG = $(if $(PROFILE),deepspeed.profile=$(PROFILE))
+
+tiny: data-kjv
+	DS_ACCELERATOR=cpu $(LAUNCH_ENV) NGPUS=2 launch/local.sh configs/tiny.yaml $(ARGS)
+
+small base 1b 3b 7b: install
+	$(LAUNCH_ENV) $(LAUNCH) configs/$@.yaml $(PROFILE_ARG) $(ARGS)
 
 test: install
 	$(PY) -m pytest -q
