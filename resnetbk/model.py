@@ -68,6 +68,12 @@ class BKMixer(nn.Module):
         self.out = nn.Linear(2 * h, cfg.d_model)
         self.out.is_residual_out = True
         self.dropout = nn.Dropout(cfg.dropout)
+        # Feature statistics of the last forward, for monitoring (STAT_NAMES); filled only when record_stats
+        # is set, so that ordinary steps pay nothing for them.
+        self.record_stats = False
+        self.register_buffer("last_stats", torch.zeros(len(self.STAT_NAMES)), persistent=False)
+
+    STAT_NAMES = ("potential_mean", "potential_std", "abs_g_mean", "abs_g_max", "im_z_min")
 
     def spectral_shift(self) -> torch.Tensor:
         if self.z_re is None:
@@ -79,7 +85,12 @@ class BKMixer(nn.Module):
         b = 1.0
         if self.coupling is not None:
             b = F.softplus(self.coupling(x[:, 1:]).float()).transpose(1, 2)  # (B, h, N-1)
-        g = resolvent_diagonal(a, b, self.spectral_shift(), causal=True)  # (B, h, N) complex
+        z = self.spectral_shift()
+        g = resolvent_diagonal(a, b, z, causal=True)  # (B, h, N) complex
+        if self.record_stats:
+            with torch.no_grad():
+                v, abs_g = a.detach().float() - H0_DIAGONAL, g.detach().abs()
+                self.last_stats = torch.stack([v.mean(), v.std(), abs_g.mean(), abs_g.max(), z.imag.detach().min()])
         # (B, N, 2h) as (Re g, Im g) per head. a is a view of a (B, N, h) tensor and the Triton kernels
         # write g in a's memory order, so on GPU this is a view, not a copy.
         features = torch.view_as_real(g.transpose(1, 2)).flatten(2).to(x.dtype)
@@ -246,6 +257,22 @@ class CausalLM(nn.Module):
         balance_loss = balance_loss / len(self.blocks)
         coef = self.cfg.moe_balance_coef if self.cfg.arch == "resnetbk" else 0.0
         return LMOutput(logits, lm_loss + coef * balance_loss, lm_loss, balance_loss)
+
+    def record_bk_stats(self, on: bool) -> None:
+        for block in self.blocks:
+            if isinstance(block, ResNetBKBlock):
+                block.mixer.record_stats = on
+
+    def bk_stats(self) -> Optional[dict]:
+        """BKMixer.STAT_NAMES of the last recorded forward, averaged over layers (the minimum for im_z_min)."""
+        stats = [b.mixer.last_stats for b in self.blocks if isinstance(b, ResNetBKBlock)]
+        if not stats:
+            return None
+        stacked = torch.stack(stats).tolist()
+        out = {name: sum(row[i] for row in stacked) / len(stacked) for i, name in enumerate(BKMixer.STAT_NAMES)}
+        out["abs_g_max"] = max(row[3] for row in stacked)
+        out["im_z_min"] = min(row[4] for row in stacked)
+        return out
 
     def expert_load(self) -> Optional[torch.Tensor]:
         """Share of routed slots per expert in the last forward, averaged over layers (None for GPT)."""

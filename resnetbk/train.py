@@ -206,6 +206,8 @@ class Trainer:
         while state["step"] < t.max_steps:
             # The rate this step's update uses (the scheduler steps after each update).
             lr = self.engine.optimizer.param_groups[0]["lr"]
+            next_step = state["step"] + 1
+            self.engine.module.record_bk_stats(next_step % t.log_interval == 0 or next_step == t.max_steps)
             try:
                 step_sums = self._optimizer_step(sampler)
             except torch.OutOfMemoryError:
@@ -251,6 +253,9 @@ class Trainer:
                 grad_norm = self.engine.get_global_grad_norm()
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
+                bk_stats = self.engine.module.bk_stats()
+                if bk_stats is not None:
+                    record.update({f"bk_{name}": value for name, value in bk_stats.items()})
                 if self.engine.fp16_enabled():
                     opt = self.engine.optimizer
                     record["loss_scale"] = float(getattr(opt, "loss_scale", None) or opt.cur_scale)
@@ -334,6 +339,7 @@ class Trainer:
                           ("host_rss_gib", "mem/host_rss_gib")):
             if r.get(key) is not None:
                 scalars[name] = r[key]
+        scalars.update({f"bk/{k[3:]}": v for k, v in r.items() if k.startswith("bk_")})
         load = self.engine.module.expert_load()
         if load is not None:
             scalars.update({f"moe/expert_load/{i}": float(v) for i, v in enumerate(load)})

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from resnetbk import build_model
-from resnetbk.config import ConfigError
+from resnetbk.config import ConfigError, ModelConfig
+from resnetbk.model import CausalLM
 
 SMALL = dict(vocab_size=97, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64, max_seq_len=48)
 
@@ -98,3 +99,25 @@ def test_param_count_from_the_config_matches_the_model(arch, extra):
         assert training_flops_per_token(cfg, 64) > flops
     else:
         assert training_flops_per_token(cfg, 64) == flops
+
+
+@pytest.mark.parametrize("arch,selective", [("gpt", False), ("resnetbk", False), ("resnetbk", True)])
+def test_flops_agree_with_deepspeeds_flops_profiler(arch, selective):
+    """The model FLOPs behind MFU (resnetbk/flops.py) against DeepSpeed's profiler on a real forward.
+    The profiler also counts norms, activations, softmax and the router (we leave them out: memory-bound,
+    a few percent at this width), the native MoE's padding of each expert's rows to a block of 32, and the
+    full N x N attention of SDPA where we count the causal half that flash attention computes."""
+    from deepspeed.profiling.flops_profiler import get_model_profile
+
+    from resnetbk.flops import training_flops_per_token
+
+    b, n = 4, 128
+    cfg = ModelConfig(arch=arch, vocab_size=512, max_seq_len=n, d_model=64, n_layers=2, n_heads=4, ffn_hidden=256,
+                      bk_selective=selective)
+    tokens = torch.randint(0, 512, (b, n), generator=torch.Generator().manual_seed(0))
+    flops, _, _ = get_model_profile(CausalLM(cfg).eval(), args=[tokens], print_profile=False, as_string=False)
+    measured = flops / (b * n)
+    ours = training_flops_per_token(cfg, n) / 3  # forward
+    if arch == "gpt":
+        ours += cfg.n_layers * 2 * 2 * cfg.d_model * (n - 1) / 2  # the masked half the profiler counts too
+    assert 1.0 <= measured / ours <= 1.08, (measured, ours)

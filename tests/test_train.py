@@ -56,6 +56,12 @@ def test_two_rank_zero2_run_learns_logs_and_checkpoints(kjv_data, tmp_path):
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss")] == list(range(5, 45, 5))
     assert len(acc.Scalars("val/loss")) == 2
+    tags = set(acc.Tags()["scalars"])
+    for name in ("train/grad_norm", "train/skipped_steps", "perf/tflops_per_gpu", "mem/host_rss_gib",
+                 "moe/load_balance_loss", "moe/expert_load/0", "bk/abs_g_mean", "bk/im_z_min"):
+        assert name in tags, name
+    assert 0 < records[-1]["bk_abs_g_mean"] <= records[-1]["bk_abs_g_max"]
+    assert records[-1]["bk_im_z_min"] >= 1e-3  # model.bk_im_z_min
 
 
 def test_resume_continues_the_same_loss_curve(kjv_data, tmp_path):
