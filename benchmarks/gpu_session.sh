@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu_session.sh strategies        # one GPU: each h100 strategy trains `small` for 50 steps
 #   bash benchmarks/gpu_session.sh largest           # one GPU: 1b, 3b, 7b under zero3-offload, a few steps
 #   bash benchmarks/gpu_session.sh multi             # all GPUs: zero2/zero3 at 1..N GPUs, equal global batch
+#   bash benchmarks/gpu_session.sh faults            # one GPU: start-up OOM retry; kill at step 17, resume, export
 # Results (JSON) go to $OUT (default /tmp/out).
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
@@ -57,6 +58,17 @@ EOF
         --out "$OUT/moe_ep_${NGPUS}gpu.json" "${KJV[@]}" model.moe_impl=deepspeed model.moe_ep_size="$NGPUS" \
         train.micro_batch=16 train.global_batch=$((16 * NGPUS)) || true
       ;;
-    *) echo "unknown section '$what' (strategies, largest, multi)" >&2; exit 2 ;;
+    faults)
+      # Start-up out of memory: a micro-batch far too large for one GPU; the trainer halves it until a step fits.
+      deepspeed --num_gpus 1 --module resnetbk.train --config configs/small.yaml "${KJV[@]}" deepspeed.strategy=zero2 \
+        train.micro_batch=512 train.global_batch=512 train.max_steps=6 train.log_interval=2 train.eval_interval=6 \
+        train.eval_max_batches=2 sample.max_new_tokens=0 optim.warmup_steps=2 run_dir=/tmp/oom 2>&1 \
+        | grep -E "out of memory|^step|error" | tee "$OUT/oom_h100.log" || true
+      # Killed (SIGKILL, whole job) at step 17 of 30 and resumed; the export evaluated without DeepSpeed.
+      python3 benchmarks/fault_drill.py --config configs/small.yaml --ngpus 1 --steps 30 --kill-at 17 \
+        --out "$OUT/fault_drill_h100.json" "${KJV[@]}" deepspeed.strategy=zero2 train.micro_batch=16 \
+        train.eval_max_batches=4 optim.warmup_steps=5 || true
+      ;;
+    *) echo "unknown section '$what' (strategies, largest, multi, faults)" >&2; exit 2 ;;
   esac
 done
