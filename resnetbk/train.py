@@ -215,6 +215,13 @@ class Trainer:
                     raise  # memory use is flat after the first step: this is not a batch-size problem
                 sampler = self._shrink_micro_batch(state["consumed_samples"])
                 continue
+            except Exception as e:  # DeepSpeed's fp16 loss scaler gives up with a bare Exception
+                if "loss scale already at minimum" not in str(e):
+                    raise
+                raise TrainingError(
+                    f"fp16: gradients still overflow at the minimum loss scale (step {next_step}, "
+                    f"{state['skipped_steps']} steps skipped so far); resume from the newest checkpoint in "
+                    f"{checkpoint.checkpoint_root(cfg.run_dir)} with bf16 if the GPU has it, or a lower optim.lr") from None
             state["step"] += 1
             state["tokens"] += self.global_batch * t.seq_len
             state["consumed_samples"] = sampler.consumed
