@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu_session.sh largest           # one GPU: 1b, 3b, 7b under zero3-offload, a few steps
 #   bash benchmarks/gpu_session.sh multi             # all GPUs: zero2/zero3 at 1..N GPUs, equal global batch
 #   bash benchmarks/gpu_session.sh faults            # one GPU: start-up OOM retry; kill at step 17, resume, export
+#   PRESETS=small bash benchmarks/gpu_session.sh archs  # one GPU: ResNet-BK vs GPT tokens/s at N = 1k, 4k, 16k
 # Results (JSON) go to $OUT (default /tmp/out).
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
@@ -69,6 +70,12 @@ EOF
         --out "$OUT/fault_drill_h100.json" "${KJV[@]}" deepspeed.strategy=zero2 train.micro_batch=16 \
         train.eval_max_batches=4 optim.warmup_steps=5 || true
       ;;
-    *) echo "unknown section '$what' (strategies, largest, multi, faults)" >&2; exit 2 ;;
+    archs)
+      # ResNet-BK vs GPT at equal parameters, sequence lengths 1024-16384 (PRESETS=small,base by default).
+      python3 benchmarks/arch_throughput.py --presets "${PRESETS:-small,base}" --seq-lens 1024,4096,16384 \
+        --out "$OUT/arch_throughput_$(echo "${PRESETS:-small,base}" | tr , _).json" "${KJV[@]}" \
+        data.val=data/kjv/train || true  # the held-out books are shorter than 16385 tokens each
+      ;;
+    *) echo "unknown section '$what' (strategies, largest, multi, faults, archs)" >&2; exit 2 ;;
   esac
 done

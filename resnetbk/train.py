@@ -254,6 +254,7 @@ class Trainer:
                 mean = (lambda v: v / n) if n else (lambda v: None)  # every step of the interval was skipped
                 record = {"step": step, "loss": mean(loss), "lm_loss": mean(lm_loss), "lr": lr, "tokens": state["tokens"],
                           "epoch": round(sampler.epoch, 4), "skipped_steps": state["skipped_steps"],
+                          "micro_batch": t.micro_batch,
                           "tokens_per_sec": tok_per_s, "elapsed_sec": now - start_time, **self._throughput(tok_per_s)}
                 if cfg.model.arch == "resnetbk":
                     record["moe_balance_loss"] = mean(balance)
@@ -270,9 +271,12 @@ class Trainer:
                     val_loss = evaluate(self.engine, self.val_data, t.micro_batch, self.device, t.eval_max_batches)
                     record.update(val_loss=val_loss, val_ppl=perplexity(val_loss))
                 self._log(record, start_step, t.max_steps)
+                last_time = time.time()  # tokens/s counts training time: evaluation and logging are left out
 
             if t.save_interval and step % t.save_interval == 0 and not last:
+                saving = time.time()
                 checkpoint.save(self.engine, cfg.run_dir, step, state, t.keep_checkpoints)
+                last_time += time.time() - saving  # and so are checkpoints
         ckpt = checkpoint.save(self.engine, cfg.run_dir, state["step"], state, t.keep_checkpoints)
         if val_loss is None:  # resumed at the end: nothing trained, evaluate what was loaded
             val_loss = evaluate(self.engine, self.val_data, t.micro_batch, self.device, t.eval_max_batches)

@@ -1,0 +1,73 @@
+"""ResNet-BK against the GPT baseline at equal parameter count: training throughput on one GPU per sequence
+length, same data, trainer and ZeRO stage. Prints a table and writes JSON.
+
+    python benchmarks/arch_throughput.py --presets small --seq-lens 1024,4096,16384 --out arch.json \\
+        data.train=... data.val=... data.tokenizer=...
+
+Each (preset, architecture, sequence length) is one `deepspeed --num_gpus 1` run of configs/<preset>.yaml or
+configs/<preset>-gpt.yaml (benchmarks/ds_strategies.py does the run and the reading of metrics.jsonl). Every
+run trains on the same number of tokens per micro-step (--tokens-per-micro-step / sequence length sequences).
+The trainer halves a micro-batch that does not fit, so the table reports the micro-batch actually used.
+GPT's learned position table grows with max_seq_len (set to the sequence length when it exceeds the preset's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from types import SimpleNamespace
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ds_strategies import run_one  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--presets", default="small,base")
+    p.add_argument("--seq-lens", default="1024,4096,16384")
+    p.add_argument("--tokens-per-micro-step", type=int, default=32768)
+    p.add_argument("--strategy", default="zero2")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--work-dir", default="/tmp/arch_throughput")
+    p.add_argument("--out", required=True)
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    a = p.parse_args()
+
+    rows = []
+    print(f"{'preset':<8} {'arch':<9} {'seq':>6} {'micro':>5} {'tok/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU GiB':>8} "
+          f"{'BK / GPT':>9}", flush=True)
+    for preset in a.presets.split(","):
+        for seq in (int(s) for s in a.seq_lens.split(",")):
+            micro = max(1, a.tokens_per_micro_step // seq)
+            pair = {}
+            for arch, config in (("gpt", f"configs/{preset}-gpt.yaml"), ("resnetbk", f"configs/{preset}.yaml")):
+                args = SimpleNamespace(config=config, steps=a.steps, log_interval=10,
+                                       work_dir=os.path.join(a.work_dir, f"{preset}-{arch}-{seq}"),
+                                       overrides=[*a.overrides, f"train.seq_len={seq}", f"model.max_seq_len={max(seq, 2048)}",
+                                                  f"train.micro_batch={micro}", f"train.global_batch={micro}"])
+                row = {"preset": preset, "arch": arch, "seq_len": seq, **run_one(args, 1, a.strategy)}
+                if row["ok"]:
+                    with open(os.path.join(args.work_dir, f"1gpu-{a.strategy}", "metrics.jsonl")) as f:
+                        row["micro_batch"] = json.loads(f.readlines()[-1])["micro_batch"]
+                rows.append(row)
+                pair[arch] = row
+                if not row["ok"]:
+                    print(f"{preset:<8} {arch:<9} {seq:>6} FAILED: {row['error']}", flush=True)
+                    continue
+                ratio = ""
+                if arch == "resnetbk" and pair["gpt"]["ok"]:
+                    row["speedup_vs_gpt"] = row["tokens_per_sec"] / pair["gpt"]["tokens_per_sec"]
+                    ratio = f"{row['speedup_vs_gpt']:.2f}x"
+                mfu = f"{row['mfu']:.1%}" if row.get("mfu") is not None else "-"
+                print(f"{preset:<8} {arch:<9} {seq:>6} {row['micro_batch']:>5} {row['tokens_per_sec']:>9,.0f} "
+                      f"{row['tflops_per_gpu']:>8.1f} {mfu:>6} {row['max_allocated_gib']:>8.1f} {ratio:>9}", flush=True)
+    with open(a.out, "w") as f:
+        json.dump({"strategy": a.strategy, "steps": a.steps, "tokens_per_micro_step": a.tokens_per_micro_step,
+                   "overrides": a.overrides, "rows": rows}, f, indent=2)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
