@@ -343,8 +343,8 @@ class Trainer:
     def _log(self, r: dict, start_step: int, max_steps: int) -> None:
         scalars = {"train/lr": r["lr"], "train/tokens_seen": r["tokens"],
                    "perf/tokens_per_sec_per_gpu": r["tokens_per_sec"] / self.world}
-        for key, name in (("loss", "train/loss"), ("lm_loss", "train/lm_loss"), ("grad_norm", "train/grad_norm"), ("skipped_steps", "train/skipped_steps"),
-                          ("loss_scale", "train/loss_scale"), ("moe_balance_loss", "moe/load_balance_loss"),
+        for key, name in (("loss", "train/loss"), ("lm_loss", "train/lm_loss"), ("grad_norm", "train/grad_norm"),
+                          ("skipped_steps", "train/skipped_steps"), ("loss_scale", "train/loss_scale"), ("moe_balance_loss", "moe/load_balance_loss"),
                           ("val_loss", "val/loss"), ("val_ppl", "val/ppl"), ("tflops_per_gpu", "perf/tflops_per_gpu"),
                           ("mfu", "perf/mfu"), ("max_allocated_gib", "mem/max_allocated_gib"),
                           ("host_rss_gib", "mem/host_rss_gib")):
