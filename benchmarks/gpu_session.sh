@@ -25,7 +25,13 @@ for what in "$@"; do
     strategies)
       python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus 1 --steps 50 \
         --strategies zero1,zero2,zero3,zero2-offload,zero3-offload --out "$OUT/strategies_h100.json" "${KJV[@]}" || true
-      # NVMe offload needs DeepSpeed's async I/O op (libaio) and a local NVMe directory.
+      # NVMe offload needs DeepSpeed's async I/O op (libaio) and a local NVMe directory. Images without libaio:
+      # carry Debian's libaio1 and libaio-dev .deb files in .aio/ (apt-get download libaio1 libaio-dev).
+      if [ -d .aio ]; then
+        mkdir -p /tmp/aio && for deb in .aio/*.deb; do dpkg -x "$deb" /tmp/aio; done
+        aio_lib=/tmp/aio/usr/lib/x86_64-linux-gnu
+        export CPATH=/tmp/aio/usr/include LIBRARY_PATH=$aio_lib LD_LIBRARY_PATH=$aio_lib:${LD_LIBRARY_PATH:-}
+      fi
       mkdir -p /tmp/nvme
       python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus 1 --steps 20 --strategies zero3-nvme \
         --out "$OUT/strategies_nvme.json" "${KJV[@]}" deepspeed.nvme_path=/tmp/nvme || true

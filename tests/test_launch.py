@@ -46,11 +46,16 @@ def test_multinode_counts_the_hostfile_slots_and_calls_the_launcher(kjv_data, tm
     assert_one_line_error(run_cli(args, env={**env, "HOSTFILE": str(tmp_path / "nope")}), "HOSTFILE", "not found")
 
 
+def make_dry_run(*args) -> str:
+    """The last command `make -n` would run (under `make test` the outer make's flags are dropped)."""
+    proc = run_cli(["make", "--no-print-directory", "-n", *args], env={"MAKEFLAGS": "", "MAKELEVEL": ""})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
 def test_make_targets_pair_each_scale_with_its_preset():
     for scale in ("small", "base", "1b", "3b", "7b"):
-        proc = run_cli(["make", "-n", scale, "PROFILE=h100", "NGPUS=4", "ARGS=train.max_steps=5"])
-        assert proc.returncode == 0, proc.stderr
-        line = proc.stdout.strip().splitlines()[-1]
+        line = make_dry_run(scale, "PROFILE=h100", "NGPUS=4", "ARGS=train.max_steps=5")
         assert "NGPUS=4" in line and f"launch/local.sh configs/{scale}.yaml deepspeed.profile=h100 train.max_steps=5" in line
-    line = run_cli(["make", "-n", "7b", "HOSTFILE=hosts"]).stdout.strip().splitlines()[-1]
+    line = make_dry_run("7b", "HOSTFILE=hosts")
     assert "launch/multinode.sh configs/7b.yaml" in line and "HOSTFILE=hosts" in line
