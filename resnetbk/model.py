@@ -103,16 +103,31 @@ class MoE(nn.Module):
     Gate weights are the router's softmax probabilities of the chosen experts (renormalised when k > 1),
     so the router gets a gradient even at k = 1. Load-balancing loss (Switch Transformer):
     E * sum_e f_e * P_e, f_e = share of routed slots sent to expert e, P_e = mean router probability;
-    it equals 1 for a perfectly uniform router. Every expert runs on every call, with zero tokens if none
-    are routed to it, so all ranks issue the same sequence of module calls (ZeRO-3 requires it).
+    it equals 1 for a perfectly uniform router.
+
+    Expert e is the MLP gelu(x W1[e]^T + b1[e]) W2[e]^T + b2[e], with the experts' weights stacked into four
+    tensors: DeepSpeed does per-tensor work in backward and in the optimizer step, and one tensor per
+    expert and layer made ResNet-BK's optimizer step twice GPT's at the same size (docs/performance.md).
+    Under ZeRO-3 the stacked tensors are gathered when this module runs, whichever experts get tokens.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        e, d, f = cfg.moe_experts, cfg.d_model, cfg.ffn_hidden
         self.top_k = cfg.moe_top_k
-        self.router = nn.Linear(cfg.d_model, cfg.moe_experts, bias=False)
-        self.experts = nn.ModuleList(MLP(cfg.d_model, cfg.ffn_hidden, cfg.dropout) for _ in range(cfg.moe_experts))
-        self.register_buffer("last_load", torch.zeros(cfg.moe_experts), persistent=False)
+        self.router = nn.Linear(d, e, bias=False)
+        # GPT-2 initialisation, as MLP gets from CausalLM._init_weights; the output projection is a
+        # residual branch, scaled by 1/sqrt(2 * n_layers).
+        self.fc_weight = nn.Parameter(torch.randn(e, f, d) * 0.02)
+        self.fc_bias = nn.Parameter(torch.zeros(e, f))
+        self.proj_weight = nn.Parameter(torch.randn(e, d, f) * (0.02 / math.sqrt(2 * cfg.n_layers)))
+        self.proj_bias = nn.Parameter(torch.zeros(e, d))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.register_buffer("last_load", torch.zeros(e), persistent=False)
+
+    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(F.linear(x, self.fc_weight[e], self.fc_bias[e]))
+        return self.dropout(F.linear(h, self.proj_weight[e], self.proj_bias[e]))
 
     def forward(self, x: torch.Tensor):
         shape = x.shape
@@ -132,11 +147,11 @@ class MoE(nn.Module):
         gate_sorted = gate.flatten()[order]
         out = torch.zeros_like(flat)
         start = 0
-        for expert, count in zip(self.experts, counts.tolist()):
+        for e, count in enumerate(counts.tolist()):
             token = order[start:start + count] // self.top_k
             rows = flat[token]
             pad = -count % MOE_ROW_BLOCK
-            y = expert(F.pad(rows, (0, 0, 0, pad)))[:count] * gate_sorted[start:start + count, None].to(flat.dtype)
+            y = self.expert(e, F.pad(rows, (0, 0, 0, pad)))[:count] * gate_sorted[start:start + count, None].to(flat.dtype)
             out.index_add_(0, token, y)
             start += count
         return out.reshape(shape), balance_loss

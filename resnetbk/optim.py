@@ -14,13 +14,14 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def param_groups(model, weight_decay: float):
-    """Weight decay on matrices (linear weights, embeddings), none on norms, biases and z parameters.
+    """Weight decay on matrices (linear weights, embeddings, stacked expert weights), none on norms, biases
+    (stacked expert biases included) and z parameters.
 
     With DeepSpeed's MoE layer, expert parameters go to groups of their own: DeepSpeed reduces their
     gradients over the expert-data-parallel group instead of all ranks, and finds them by these groups."""
     decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.dim() >= 2 else no_decay).append(p)
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and not name.endswith("bias") else no_decay).append(p)
     groups = [{"name": "decay", "params": decay, "weight_decay": weight_decay},
               {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
     if any(getattr(p, "allreduce", True) is False for p in model.parameters()):  # DeepSpeed's mark on experts

@@ -43,9 +43,12 @@ def engine_for(impl: str, stage: int):
 def weights(engine):
     """The router's weight and the first layer of every expert on this rank, as full fp32 tensors."""
     moe = engine.module.blocks[0].moe
-    experts = moe.experts if hasattr(moe, "experts") else moe.layer.deepspeed_moe.experts.deepspeed_experts
-    full = [safe_get_full_fp32_param(p).detach().clone() for p in (moe.router.weight, *(e.fc.weight for e in experts))]
-    return [full[0], torch.stack(full[1:])]
+    if hasattr(moe, "fc_weight"):  # native: the experts' first layers stacked in one tensor
+        first_layers = [moe.fc_weight]
+    else:
+        first_layers = [e.fc.weight for e in moe.layer.deepspeed_moe.experts.deepspeed_experts]
+    full = [safe_get_full_fp32_param(p).detach().clone() for p in (moe.router.weight, *first_layers)]
+    return [full[0], torch.stack(full[1:]).flatten(0, 1)]
 
 
 def checkpointing_probe() -> dict:
