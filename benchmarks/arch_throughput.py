@@ -48,9 +48,6 @@ def main() -> int:
                                        overrides=[*a.overrides, f"train.seq_len={seq}", f"model.max_seq_len={max(seq, 2048)}",
                                                   f"train.micro_batch={micro}", f"train.global_batch={micro}"])
                 row = {"preset": preset, "arch": arch, "seq_len": seq, **run_one(args, 1, a.strategy)}
-                if row["ok"]:
-                    with open(os.path.join(args.work_dir, f"1gpu-{a.strategy}", "metrics.jsonl")) as f:
-                        row["micro_batch"] = json.loads(f.readlines()[-1])["micro_batch"]
                 rows.append(row)
                 pair[arch] = row
                 if not row["ok"]:

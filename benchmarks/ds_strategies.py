@@ -47,7 +47,8 @@ def run_one(args, ngpus: int, strategy: str) -> dict:
                tflops_per_gpu=mean("tflops_per_gpu"), mfu=mean("mfu") if "mfu" in steady[0] else None,
                max_allocated_gib=max(r.get("max_allocated_gib", 0.0) for r in records),
                host_rss_gib=max(r["host_rss_gib"] for r in records), losses=[r["loss"] for r in records],
-               final_loss=records[-1]["loss"], val_loss=records[-1].get("val_loss"))
+               final_loss=records[-1]["loss"], val_loss=records[-1].get("val_loss"),
+               micro_batch=records[-1].get("micro_batch"))  # after any start-up OOM halving
     return row
 
 

@@ -6,7 +6,6 @@ Also a command: python -m resnetbk.evaluate EXPORT_DIR --data SHARD_DIR (perplex
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -62,6 +61,8 @@ def perplexity(loss: float) -> float:
 
 
 def main(argv=None) -> int:
+    from data_prep.tokenizer import file_sha256
+
     from .config import ConfigError
     from .data import DataError, read_manifest
     from .export import load_exported
@@ -77,9 +78,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         model, cfg, tokenizer = load_exported(args.export_dir, args.device)
-        with open(tokenizer, "rb") as f:
-            if hashlib.sha256(f.read()).hexdigest() != read_manifest(args.data)["tokenizer_sha256"]:
-                raise ConfigError(f"--data: {args.data} was made with another tokenizer than {args.export_dir}")
+        if file_sha256(tokenizer) != read_manifest(args.data)["tokenizer_sha256"]:
+            raise ConfigError(f"--data: {args.data} was made with another tokenizer than {args.export_dir}")
         seq_len = args.seq_len or cfg.max_seq_len
         if not 1 <= seq_len <= cfg.max_seq_len:
             raise ConfigError(f"--seq-len: must be in [1, {cfg.max_seq_len}] (the model's max_seq_len)")

@@ -22,15 +22,14 @@ WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.yaml", "tokenizer.mode
 
 def find_tag_dir(path: str) -> str:
     """A tag directory from a run directory (newest complete checkpoint) or a tag directory."""
-    from .checkpoint import checkpoint_root, is_tag_dir, resolve_resume
+    from .checkpoint import is_tag_dir, resolve_resume
 
     path = os.path.normpath(path)
     if is_tag_dir(path):
         return path
-    if os.path.isdir(checkpoint_root(path)):
-        resume = resolve_resume("auto", path)
-        if resume is not None:
-            return os.path.join(resume.load_dir, resume.tag)
+    resume = resolve_resume("auto", path)  # None when the run directory has no checkpoint
+    if resume is not None:
+        return os.path.join(resume.load_dir, resume.tag)
     raise ConfigError(f"{path}: neither a checkpoint tag directory nor a run directory with a checkpoint")
 
 

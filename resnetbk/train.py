@@ -34,7 +34,7 @@ def parse_args(argv):
 def check_inputs(cfg, world_size: int):
     """Everything that can be checked before the heavy imports: the DeepSpeed strategy against the hardware
     and the run config (batch sizes filled in), the data, the tokenizer. Returns the Strategy."""
-    import hashlib
+    from data_prep.tokenizer import file_sha256
 
     from .checkpoint import checkpoint_root, published_tags, resolve_resume
     from .ds_config import resolve_batch, resolve_strategy
@@ -43,7 +43,7 @@ def check_inputs(cfg, world_size: int):
     strategy = resolve_strategy(cfg, detect_gpus())
     resolve_batch(cfg, strategy, world_size)
     resume = resolve_resume(cfg.resume, cfg.run_dir)  # a bad checkpoint path fails here, before any work
-    if resume is None and os.path.isdir(checkpoint_root(cfg.run_dir)) and published_tags(checkpoint_root(cfg.run_dir)):
+    if resume is None and published_tags(checkpoint_root(cfg.run_dir)):
         raise ConfigError(f"run_dir: {cfg.run_dir} already holds a run with checkpoints; use resume=auto to "
                           f"continue it, or choose another run_dir")
     checksums = set()
@@ -57,9 +57,8 @@ def check_inputs(cfg, world_size: int):
         raise ConfigError("data.train: the training and validation directories were made with different tokenizers")
     if not os.path.isfile(cfg.data.tokenizer):
         raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer}: file not found")
-    with open(cfg.data.tokenizer, "rb") as f:
-        if hashlib.sha256(f.read()).hexdigest() not in checksums:
-            raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer} is not the tokenizer the shards were made with")
+    if file_sha256(cfg.data.tokenizer) not in checksums:
+        raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer} is not the tokenizer the shards were made with")
     return strategy
 
 
