@@ -83,7 +83,7 @@ def _read_latest(root: str) -> Optional[str]:
     try:
         with open(os.path.join(root, "latest")) as f:
             tag = f.read().strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no checkpoint yet, or not a run directory at all
         return None
     return tag if os.path.isdir(os.path.join(root, tag)) else None
 

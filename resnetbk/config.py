@@ -188,6 +188,8 @@ def _validate(cfg: RunConfig) -> None:
     _check(0 <= o.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]")
     _check(0 <= o.warmup_steps < t.max_steps, "optim.warmup_steps", f"must be in [0, train.max_steps={t.max_steps})")
     _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "must be two numbers in [0, 1)")
+    _check(not os.path.exists(cfg.run_dir) or os.path.isdir(cfg.run_dir), "run_dir",
+           f"{cfg.run_dir} exists and is not a directory")
     _check(cfg.resume == "auto" or cfg.resume == "none" or os.path.isdir(cfg.resume), "resume",
            f"must be 'auto', 'none' or an existing checkpoint directory, got '{cfg.resume}'")
     train = train_dirs(cfg)

@@ -20,6 +20,7 @@ def train(*args):
     ("train.seq_len=4096", "train.seq_len"),
     ("model.moe_top_k=9", "model.moe_top_k"),
     ("resume=/no/such/checkpoint", "resume"),
+    ("run_dir=configs/tiny.yaml", "run_dir"),
     ("train.eval_interval=15", "train.eval_interval"),
     ("data.train=/no/such/dir", "/no/such/dir/manifest.json"),
     ("deepspeed.config=/no/such.json", "/no/such.json"),

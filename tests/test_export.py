@@ -76,6 +76,9 @@ def test_zero3_export_evaluates_and_generates_without_deepspeed(kjv_data, runs, 
 
 def test_export_and_evaluate_errors_are_one_line(kjv_data, tmp_path):
     assert_one_line_error(run_cli([sys.executable, "-m", "resnetbk.export", str(tmp_path)]), str(tmp_path))
+    (tmp_path / "a_file").write_text("")
+    assert_one_line_error(run_cli([sys.executable, "-m", "resnetbk.export", str(tmp_path / "a_file")]),
+                          "neither a checkpoint tag directory nor a run directory")
     assert_one_line_error(run_cli([sys.executable, "-m", "resnetbk.evaluate", str(tmp_path), "--data",
                                    f"{kjv_data}/val"]), "not an export directory")
     assert_one_line_error(run_cli([sys.executable, "-m", "resnetbk.generate", str(tmp_path), "--top-p", "0"]), "--top-p")
