@@ -6,6 +6,9 @@
       writes DIR/train/ and DIR/val/ (indexed shards) and DIR/manifest.json; resumable and idempotent.
   python -m data_prep kjv [--out data/kjv]
       the embedded King James Bible through the same path (whole books held out for validation).
+  python -m data_prep difficulty SPLIT_DIR... [--reference EXPORT_DIR]
+      per-document difficulty metrics beside the shards (length, rarity; ref_loss with a reference model
+      exported by python -m resnetbk.export), read by the curriculum and active-learning samplers.
 
 Formats: c4 = C4 as published (*.json.gz lines with "text"); pile = The Pile (*.jsonl.zst with "text" and
 meta.pile_set_name, several zstd frames allowed); jsonl = JSON lines (optionally .gz / .zst) with
@@ -94,6 +97,15 @@ def cmd_kjv(args) -> None:
     _report(args.out, summary)
 
 
+def cmd_difficulty(args) -> None:
+    from .difficulty import write_metrics
+
+    for split_dir in args.split_dirs:
+        info = write_metrics(split_dir, args.reference, args.seq_len, args.batch_size, args.device)
+        print(f"data_prep: difficulty {', '.join(info['metrics'])} for {info['shards']['documents']:,} documents "
+              f"-> {os.path.join(split_dir, 'difficulty')}")
+
+
 def _make_out_dir(out: str) -> None:
     try:
         os.makedirs(out, exist_ok=True)
@@ -133,7 +145,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="data/kjv", help="output directory (default: data/kjv)")
     p.add_argument("--vocab-size", type=int, default=4096, help="SentencePiece vocabulary size (default: 4096)")
     p.add_argument("--force", action="store_true", help="retrain the tokenizer even if one of this size exists")
+    p = sub.add_parser("difficulty", help="per-document difficulty metrics for curriculum and active learning")
+    p.add_argument("split_dirs", nargs="+", metavar="SPLIT_DIR", help="shard directories, e.g. data/kjv/train")
+    p.add_argument("--reference", help="an export directory (python -m resnetbk.export): also writes ref_loss")
+    p.add_argument("--seq-len", type=int, help="ref_loss window length (default: the reference's max_seq_len)")
+    p.add_argument("--batch-size", type=int, default=16, help="ref_loss windows per forward (default: 16)")
+    p.add_argument("--device", default=None, help="ref_loss device (default: cuda when available, else cpu)")
     args = parser.parse_args(argv)
+    if args.command == "difficulty":
+        if args.batch_size < 1:
+            parser.error("--batch-size must be >= 1")
+        if args.device is None:
+            import torch
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if getattr(args, "vocab_size", 300) < 300:
         parser.error("--vocab-size must be at least 300 (byte fallback alone takes 256 pieces; the sample's characters add more)")
     if getattr(args, "workers", 1) < 1:
@@ -141,7 +165,7 @@ def main(argv=None) -> int:
     if not 0 <= getattr(args, "val_fraction", 0) < 1:
         parser.error("--val-fraction must be in [0, 1)")
     try:
-        {"tokenizer": cmd_tokenizer, "shards": cmd_shards, "kjv": cmd_kjv}[args.command](args)
+        {"tokenizer": cmd_tokenizer, "shards": cmd_shards, "kjv": cmd_kjv, "difficulty": cmd_difficulty}[args.command](args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -79,12 +79,45 @@ class OptimConfig:
     eps: float = 1e-8
 
 
+# Difficulty metrics stored beside the shards by `python -m data_prep difficulty` (data_prep/difficulty.py).
+DIFFICULTY_METRICS = ("length", "rarity", "ref_loss")
+PACING_SCHEDULES = ("fixed_linear", "fixed_root", "fixed_discrete")  # DeepSpeed's curriculum schedules
+ACTIVE_SCORES = ("loss", "entropy", "reducible")
+
+
+@dataclass
+class CurriculumConfig:
+    # Easiest-first sampling: at step s the batch is drawn from the easiest p(s) percent of the training
+    # windows by `metric`; p grows from start_percent to 100 on DeepSpeed's pacing `schedule`. null: off.
+    metric: Optional[str] = None  # length, rarity or ref_loss
+    schedule: str = "fixed_linear"  # fixed_linear, fixed_root or fixed_discrete
+    start_percent: int = 10  # the pool at step 0, in percent of the training windows
+    total_steps: int = 100  # fixed_linear / fixed_root: the step from which every window is in the pool
+    root_degree: int = 2  # fixed_root: p grows like (step / total_steps)^(1 / root_degree)
+    discrete_percents: List[int] = field(default_factory=list)  # fixed_discrete: the pool of each stage
+    discrete_steps: List[int] = field(default_factory=list)  # fixed_discrete: the last step of each stage but the final one
+    # Sequence-length warm-up (DeepSpeed's seqlen curriculum): windows are cut to their first L(s) tokens,
+    # L growing from seqlen_start to train.seq_len on the same schedule (fixed_linear / fixed_root). 0: off.
+    seqlen_start: int = 0
+    seqlen_step: int = 8  # L(s) is a multiple of this (8 suits tensor cores)
+
+
+@dataclass
+class ActiveConfig:
+    # Online batch selection: each micro-step draws micro_batch / keep_fraction candidates per rank, scores them
+    # with the current model (one extra forward, no backward) and trains on the global top keep_fraction. null: off.
+    score: Optional[str] = None  # loss, entropy (predictive entropy) or reducible (loss - ref_loss, RHO-LOSS)
+    keep_fraction: float = 0.5
+
+
 @dataclass
 class DataConfig:
     train: Any = MISSING  # a shard directory (from `python -m data_prep`), or a list of them to mix
     train_weights: List[float] = field(default_factory=list)  # one per train directory; empty: by size
     val: str = MISSING
     tokenizer: str = MISSING  # SentencePiece model, for decoding samples
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    active: ActiveConfig = field(default_factory=ActiveConfig)
 
 
 @dataclass
@@ -198,11 +231,37 @@ def _validate(cfg: RunConfig) -> None:
     _check(not cfg.data.train_weights or len(cfg.data.train_weights) == len(train), "data.train_weights",
            f"needs one weight per data.train directory ({len(train)})")
     _check(all(w > 0 for w in cfg.data.train_weights), "data.train_weights", "weights must be > 0")
+    _validate_sampling(cfg)
     _validate_deepspeed(cfg)
     _check(cfg.sample.temperature > 0, "sample.temperature", "must be > 0")
     _check(cfg.sample.top_k >= 0, "sample.top_k", "must be >= 0 (0 disables top-k)")
     _check(0 < cfg.sample.top_p <= 1, "sample.top_p", "must be in (0, 1] (1 disables top-p)")
     _check(cfg.sample.max_new_tokens >= 0, "sample.max_new_tokens", "must be >= 0")
+
+
+def _validate_sampling(cfg: RunConfig) -> None:
+    c, a, seq_len = cfg.data.curriculum, cfg.data.active, cfg.train.seq_len
+    _check(c.metric is None or c.metric in DIFFICULTY_METRICS, "data.curriculum.metric",
+           f"unknown metric '{c.metric}' ({', '.join(DIFFICULTY_METRICS)}, or null for none)")
+    _check(c.schedule in PACING_SCHEDULES, "data.curriculum.schedule",
+           f"unknown schedule '{c.schedule}' ({', '.join(PACING_SCHEDULES)})")
+    _check(1 <= c.start_percent <= 100, "data.curriculum.start_percent", "must be in [1, 100]")
+    _check(c.total_steps >= 1, "data.curriculum.total_steps", "must be >= 1")
+    _check(c.root_degree >= 1, "data.curriculum.root_degree", "must be >= 1")
+    if c.schedule == "fixed_discrete" and c.metric is not None:
+        _check(len(c.discrete_percents) >= 1 and all(1 <= p <= 100 for p in c.discrete_percents),
+               "data.curriculum.discrete_percents", "fixed_discrete needs a list of percents in [1, 100]")
+        _check(len(c.discrete_steps) == len(c.discrete_percents) - 1, "data.curriculum.discrete_steps",
+               f"needs one step fewer than data.curriculum.discrete_percents ({len(c.discrete_percents) - 1})")
+        _check(list(c.discrete_steps) == sorted(set(c.discrete_steps)) and all(s >= 1 for s in c.discrete_steps),
+               "data.curriculum.discrete_steps", "must be increasing steps >= 1")
+    _check(c.seqlen_step >= 1, "data.curriculum.seqlen_step", "must be >= 1")
+    _check(0 <= c.seqlen_start <= seq_len, "data.curriculum.seqlen_start", f"must be in [0, train.seq_len={seq_len}] (0: off)")
+    _check(not c.seqlen_start or c.schedule != "fixed_discrete", "data.curriculum.seqlen_start",
+           "the sequence-length warm-up follows fixed_linear or fixed_root, not fixed_discrete")
+    _check(a.score is None or a.score in ACTIVE_SCORES, "data.active.score",
+           f"unknown score '{a.score}' ({', '.join(ACTIVE_SCORES)}, or null for none)")
+    _check(0 < a.keep_fraction <= 1, "data.active.keep_fraction", f"must be in (0, 1], got {a.keep_fraction}")
 
 
 def _validate_deepspeed(cfg: RunConfig) -> None:

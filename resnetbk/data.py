@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 SHARD_FORMAT = "resnetbk-shards/1"
+DIFFICULTY_DIR = "difficulty"  # per-document metrics written by `python -m data_prep difficulty`
 
 
 class DataError(ValueError):
@@ -77,6 +78,24 @@ class IndexedShards:
     def num_tokens(self) -> int:
         return sum(len(s) for s in self.streams)
 
+    def document_lengths(self) -> np.ndarray:
+        """Tokens per document, EOS excluded, in document order."""
+        return np.concatenate([np.diff(np.asarray(o)) - 1 for o in self.offsets])
+
+    def difficulty(self, metric: str) -> np.ndarray:
+        """The per-document values of a difficulty metric stored beside the shards (float64, document order)."""
+        path = os.path.join(self.directory, DIFFICULTY_DIR, metric + ".npy")
+        how = f"python -m data_prep difficulty {self.directory}" + (" --reference EXPORT_DIR" if metric == "ref_loss" else "")
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: metric '{metric}' not found beside the shards (write it with `{how}`)")
+        try:
+            values = np.load(path).astype(np.float64)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: unreadable ({e})") from None
+        if values.shape != (len(self),) or not np.isfinite(values).all():
+            raise DataError(f"{path}: expected {len(self)} finite values, one per document (stale? re-run `{how}`)")
+        return values
+
     def token_counts(self) -> np.ndarray:
         """Occurrences of each token id over all shards (EOS included), streamed in chunks."""
         counts = np.zeros(self.vocab_size, dtype=np.int64)
@@ -112,6 +131,28 @@ class PackedSequences:
         rows = torch.from_numpy(np.stack([self.window(int(k)) for k in indices]))
         return rows[:, :-1], rows[:, 1:]
 
+    def window_difficulty(self, metric: str) -> np.ndarray:
+        """One value per window: the token-weighted mean, over the window's target tokens, of the per-token
+        difficulty of the document each token belongs to (its EOS included). Per token, a document's difficulty
+        is its length for `length`, its rarity divided by its length for `rarity` (so a window's value is its mean
+        rarity per token) and its mean reference loss for `ref_loss`."""
+        per_doc = self.shards.difficulty(metric)
+        if metric == "rarity":
+            per_doc = per_doc / np.maximum(self.shards.document_lengths(), 1)
+        first_doc, L, out = self.shards._first_doc, self.seq_len, []
+        for s, offsets in enumerate(self.shards.offsets):
+            offsets = np.asarray(offsets)
+            v = per_doc[first_doc[s]:first_doc[s + 1]]
+            mass_before = np.concatenate([[0.0], np.cumsum(v * np.diff(offsets))])
+
+            def mass(p):  # the sum of the per-token values over stream positions [0, p)
+                d = np.minimum(np.searchsorted(offsets, p, side="right") - 1, len(v) - 1)
+                return mass_before[d] + v[d] * (p - offsets[d])
+
+            lo = np.arange(self._first[s + 1] - self._first[s]) * L + 1  # a window's targets are [kL+1, kL+L+1)
+            out.append((mass(lo + L) - mass(lo)) / L)
+        return np.concatenate(out)
+
 
 class MixedSequences:
     """Several PackedSequences as one index space, each taking a share of the samples by weight.
@@ -141,6 +182,14 @@ class MixedSequences:
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.from_numpy(np.stack([self.window(int(k)) for k in indices]))
         return rows[:, :-1], rows[:, 1:]
+
+    def window_difficulty(self, metric: str) -> np.ndarray:
+        """PackedSequences.window_difficulty over the mixture's index space."""
+        out = []
+        for d, source in enumerate(self.sources):
+            values = source.window_difficulty(metric)
+            out.append(values[np.arange(self._first[d + 1] - self._first[d]) % len(source)])
+        return np.concatenate(out)
 
 
 class ResumableSampler:

@@ -45,6 +45,15 @@ def active_matmul_params(m: ModelConfig) -> int:
     return m.n_layers * per_layer + m.vocab_size * d
 
 
+def forward_flops_per_token(m: ModelConfig, seq_len: int) -> float:
+    """Forward-only FLOPs per token (what an active-learning scoring pass costs)."""
+    if m.arch == "gpt":
+        mixing = m.n_layers * 2 * 2 * m.d_model * (seq_len + 1) / 2
+    else:
+        mixing = m.n_layers * m.n_heads * BK_FLOPS_PER_ELEMENT
+    return 2 * active_matmul_params(m) + mixing
+
+
 def training_flops_per_token(m: ModelConfig, seq_len: int) -> float:
     """Forward + backward FLOPs per training token at sequence length seq_len."""
     matmul = 6 * active_matmul_params(m)

@@ -55,11 +55,29 @@ def check_inputs(cfg, world_size: int):
                               f"{directory} ({manifest['vocab_size']})")
     if len(checksums) > 1:
         raise ConfigError("data.train: the training and validation directories were made with different tokenizers")
+    _check_difficulty_metrics(cfg)
     if not os.path.isfile(cfg.data.tokenizer):
         raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer}: file not found")
     if file_sha256(cfg.data.tokenizer) not in checksums:
         raise ConfigError(f"data.tokenizer: {cfg.data.tokenizer} is not the tokenizer the shards were made with")
     return strategy
+
+
+def _check_difficulty_metrics(cfg) -> None:
+    """The metrics the samplers read must be stored beside every training directory."""
+    from .data import IndexedShards
+
+    needed = []
+    if cfg.data.curriculum.metric is not None:
+        needed.append(("data.curriculum.metric", cfg.data.curriculum.metric))
+    if cfg.data.active.score == "reducible":
+        needed.append(("data.active.score", "ref_loss"))
+    for key, metric in needed:
+        for directory in train_dirs(cfg):
+            try:
+                IndexedShards(directory).difficulty(metric)
+            except DataError as e:
+                raise ConfigError(f"{key}: {e}") from None
 
 
 def _fix_cuda_arch_list() -> None:
@@ -93,7 +111,7 @@ class Trainer:
 
         from .data import IndexedShards, MixedSequences, PackedSequences
         from .ds_config import build_ds_config
-        from .flops import peak_tflops, training_flops_per_token
+        from .flops import peak_tflops
         from .metrics import MetricsLogger
         from .model import CausalLM
         from .optim import lr_scheduler_factory, param_groups
@@ -121,11 +139,13 @@ class Trainer:
         self.train_data = sources[0] if len(sources) == 1 else MixedSequences(
             sources, list(cfg.data.train_weights) or [len(s) for s in sources])
         self.val_data = PackedSequences(IndexedShards(cfg.data.val), cfg.train.seq_len)
+        metric = cfg.data.curriculum.metric
+        self.train_difficulty = self.train_data.window_difficulty(metric) if metric else None
+        self.train_ref_loss = self.train_data.window_difficulty("ref_loss") if cfg.data.active.score == "reducible" else None
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         model = CausalLM(cfg.model)
         self.n_params = sum(p.numel() for p in model.parameters())
-        self.flops_per_token = training_flops_per_token(cfg.model, cfg.train.seq_len)
         self.peak_tflops = peak_tflops(torch.cuda.get_device_name(self.device)) if self.on_cuda else None
         self.strategy = strategy
         ds_config = build_ds_config(cfg, strategy, self.on_cuda)
@@ -173,11 +193,13 @@ class Trainer:
 
     def run(self) -> int:
         from . import checkpoint
-        from .data import ResumableSampler
         from .evaluate import eval_sample_count, evaluate, perplexity, unigram_loss
+        from .flops import training_flops_per_token
 
         cfg, t, torch = self.cfg, self.cfg.train, self.torch
-        state = {"step": 0, "tokens": 0, "consumed_samples": 0, "skipped_steps": 0}
+        # flops: everything the model computed (training and active-learning scoring); scoring_sec: wall time of scoring
+        state = {"step": 0, "tokens": 0, "consumed_samples": 0, "skipped_steps": 0, "flops": 0.0, "scoring_flops": 0.0,
+                 "scoring_sec": 0.0}
         if self.resume is not None:
             client = checkpoint.load(self.engine, self.resume.load_dir, self.resume.tag)
             state.update({k: client[k] for k in state if k in client})
@@ -187,19 +209,22 @@ class Trainer:
         if self.is_main:
             checkpoint.remove_stale_temporaries(cfg.run_dir)
             self.metrics.truncate(state["step"])  # records past the checkpoint are about to be recomputed
-        sampler = ResumableSampler(len(self.train_data), t.micro_batch, self.rank, self.world, t.seed,
-                                   consumed=state["consumed_samples"])
+        sampler = self._make_sampler(state["consumed_samples"])
+        if self.resume is not None and client.get("sampling", sampler.describe()) != sampler.describe():
+            self.print(f"note: the checkpoint was trained with sampling '{client['sampling']}'; continuing with "
+                       f"'{sampler.describe()}'")
+        state["sampling"] = sampler.describe()
         kind = "ResNet-BK" if cfg.model.arch == "resnetbk" else "GPT"
         self.print(f"{kind}: {self.n_params / 1e6:.2f}M parameters | {self.world} rank(s) on {self.device.type} | "
                    f"global batch {self.global_batch} x {t.seq_len} tokens | {len(self.train_data):,} training "
                    f"sequences | steps {state['step']}..{t.max_steps}")
         self.print(f"deepspeed: {self.strategy.path} ({self.strategy.reason}) | micro-batch {t.micro_batch} x "
-                   f"accumulation {t.grad_accum} x {self.world} rank(s)")
+                   f"accumulation {t.grad_accum} x {self.world} rank(s) | sampling: {sampler.describe()}")
 
         # Sums of loss, lm loss, balance loss and a count of micro-steps over the applied steps of a log
         # interval, kept on the training device (NCCL reduces only device tensors; no host sync per micro-step).
         interval = torch.zeros(4, dtype=torch.float64, device=self.device)
-        last_time, last_tokens, start_time = time.time(), state["tokens"], time.time()
+        last_time, last_tokens, last_flops, start_time = time.time(), state["tokens"], state["flops"], time.time()
         start_step = state["step"]
         val_loss, consecutive_skips = None, 0
         while state["step"] < t.max_steps:
@@ -208,7 +233,7 @@ class Trainer:
             next_step = state["step"] + 1
             self.engine.module.record_bk_stats(next_step % t.log_interval == 0 or next_step == t.max_steps)
             try:
-                step_sums = self._optimizer_step(sampler)
+                step_sums = self._optimizer_step(sampler, next_step, state)
             except torch.OutOfMemoryError:
                 if state["step"] != start_step:
                     raise  # memory use is flat after the first step: this is not a batch-size problem
@@ -222,7 +247,9 @@ class Trainer:
                     f"{state['skipped_steps']} steps skipped so far); resume from the newest checkpoint in "
                     f"{checkpoint.checkpoint_root(cfg.run_dir)} with bf16 if the GPU has it, or a lower optim.lr") from None
             state["step"] += 1
-            state["tokens"] += self.global_batch * t.seq_len
+            window = sampler.window_len(next_step)
+            state["tokens"] += self.global_batch * window
+            state["flops"] += self.global_batch * window * training_flops_per_token(cfg.model, window)
             state["consumed_samples"] = sampler.consumed
             step, last = state["step"], state["step"] == t.max_steps
             if self.engine.was_step_applied():
@@ -249,12 +276,16 @@ class Trainer:
                                         f"from the newest checkpoint with ZeRO stage >= 1 or a lower optim.lr")
                 now = time.time()
                 tok_per_s = (state["tokens"] - last_tokens) / (now - last_time)
-                last_time, last_tokens = now, state["tokens"]
+                flops_per_s = (state["flops"] - last_flops) / (now - last_time)
+                last_time, last_tokens, last_flops = now, state["tokens"], state["flops"]
                 mean = (lambda v: v / n) if n else (lambda v: None)  # every step of the interval was skipped
                 record = {"step": step, "loss": mean(loss), "lm_loss": mean(lm_loss), "lr": lr, "tokens": state["tokens"],
                           "epoch": round(sampler.epoch, 4), "skipped_steps": state["skipped_steps"],
-                          "micro_batch": t.micro_batch,
-                          "tokens_per_sec": tok_per_s, "elapsed_sec": now - start_time, **self._throughput(tok_per_s)}
+                          "micro_batch": t.micro_batch, "seq_len": window, "flops": state["flops"],
+                          "tokens_per_sec": tok_per_s, "elapsed_sec": now - start_time, **self._throughput(flops_per_s)}
+                if cfg.data.active.score is not None:
+                    record.update(scoring_flops=state["scoring_flops"], scoring_sec=state["scoring_sec"])
+                record.update(sampler.pop_stats())
                 if cfg.model.arch == "resnetbk":
                     record["moe_balance_loss"] = mean(balance)
                 grad_norm = self.engine.get_global_grad_norm()
@@ -286,14 +317,28 @@ class Trainer:
             self._report(val_loss, uni, n_eval * t.seq_len, text, ckpt, state)
         return 0
 
-    def _optimizer_step(self, sampler):
-        """One optimizer step: grad_accum micro-steps through the engine. Returns the summed (loss, lm loss,
+    def _optimizer_step(self, sampler, step: int, state: dict):
+        """Optimizer step `step`: grad_accum micro-steps through the engine. Returns the summed (loss, lm loss,
         balance loss, micro-steps) on the device."""
+        from .flops import forward_flops_per_token
+
         torch = self.torch
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         one = torch.ones((), dtype=torch.float64, device=self.device)
+        window = sampler.window_len(step)
+        score_fn = None
+        if self.cfg.data.active.score is not None:
+            def score_fn(indices):
+                started = time.time()
+                scores = self._score(indices, window)
+                state["scoring_sec"] += time.time() - started
+                flops = len(indices) * self.world * window * forward_flops_per_token(self.cfg.model, window)
+                state["scoring_flops"] += flops
+                state["flops"] += flops
+                return scores
         for _ in range(self.cfg.train.grad_accum):
-            x, y = self.train_data.batch(sampler.next_indices())
+            x, y = self.train_data.batch(sampler.next_indices(step, score_fn))
+            x, y = x[:, :window], y[:, :window]  # sequence-length warm-up cuts windows to their first tokens
             out = self.engine(x.to(self.device), y.to(self.device))
             self.engine.backward(out.loss)
             self.engine.step()
@@ -301,12 +346,47 @@ class Trainer:
                                  out.balance_loss.detach().double(), one])
         return sums
 
+    def _score(self, indices, window: int):
+        """Active-learning scores of candidate windows under the current weights (eval mode, no gradients), in
+        chunks of the micro-batch; every rank runs the same number of forwards (ZeRO-3 gathers weights)."""
+        import torch.nn.functional as F
+
+        torch, kind = self.torch, self.cfg.data.active.score
+        x, y = self.train_data.batch(indices)
+        x, y = x[:, :window].to(self.device), y[:, :window].to(self.device)
+        out = []
+        self.engine.eval()
+        with torch.no_grad():
+            for lo in range(0, len(x), self.cfg.train.micro_batch):
+                logits = self.engine(x[lo:lo + self.cfg.train.micro_batch]).float()
+                if kind == "entropy":
+                    logp = F.log_softmax(logits, dim=-1)
+                    out.append(-(logp.exp() * logp).sum(-1).mean(1))
+                else:  # loss and reducible (the reference loss is subtracted by the sampler)
+                    target = y[lo:lo + self.cfg.train.micro_batch]
+                    out.append(F.cross_entropy(logits.transpose(1, 2), target, reduction="none").mean(1))
+        self.engine.train()
+        return torch.cat(out).double().cpu().numpy()
+
+    def _make_sampler(self, consumed: int):
+        from .sampling import WindowSampler
+
+        t = self.cfg.train
+        return WindowSampler(self.train_data, self.cfg.data, t.seq_len, t.seed, self.rank, self.world, t.micro_batch,
+                             consumed, self.train_difficulty, self.train_ref_loss, self._all_gather)
+
+    def _all_gather(self, array):
+        """Every rank's copy of a float64 array of the same shape (over the training device's backend)."""
+        torch = self.torch
+        local = torch.from_numpy(array).to(self.device)
+        parts = [torch.empty_like(local) for _ in range(self.world)]
+        self.dist.all_gather(parts, local)
+        return [p.cpu().numpy() for p in parts]
+
     def _shrink_micro_batch(self, consumed: int):
         """Out of memory in the first step: halve the micro-batch and double accumulation (global batch
         unchanged), then retry the step from the same samples."""
         import gc
-
-        from .data import ResumableSampler
 
         t, torch = self.cfg.train, self.torch
         if t.micro_batch == 1:
@@ -325,13 +405,13 @@ class Trainer:
             torch.cuda.empty_cache()
         self.print(f"out of memory at micro-batch {old}: retrying with micro-batch {t.micro_batch} x accumulation "
                    f"{t.grad_accum} (global batch {self.global_batch} unchanged)")
-        return ResumableSampler(len(self.train_data), t.micro_batch, self.rank, self.world, t.seed, consumed=consumed)
+        return self._make_sampler(consumed)
 
-    def _throughput(self, tok_per_s: float) -> dict:
+    def _throughput(self, flops_per_s: float) -> dict:
         """Model TFLOP/s per GPU (resnetbk/flops.py), MFU against the data-sheet peak, peak memory."""
         import psutil
 
-        tflops = self.flops_per_token * tok_per_s / self.world / 1e12
+        tflops = flops_per_s / self.world / 1e12
         out = {"tflops_per_gpu": tflops, "host_rss_gib": psutil.Process().memory_info().rss / 2**30}
         if self.peak_tflops:
             out["mfu"] = tflops / self.peak_tflops
@@ -350,6 +430,7 @@ class Trainer:
             if r.get(key) is not None:
                 scalars[name] = r[key]
         scalars.update({f"bk/{k[3:]}": v for k, v in r.items() if k.startswith("bk_")})
+        scalars.update({f"data/{k}": r[k] for k in SAMPLING_SCALARS if r.get(k) is not None})
         load = self.engine.module.expert_load()
         if load is not None:
             scalars.update({f"moe/expert_load/{i}": float(v) for i, v in enumerate(load)})
@@ -405,6 +486,11 @@ class Trainer:
             f"  tensorboard   {tb}",
             f"  checkpoint    {ckpt}",
         ]), flush=True)
+
+
+# Sampler statistics (resnetbk/sampling.py) and the window length, logged to TensorBoard as data/<name>.
+SAMPLING_SCALARS = ("seq_len", "curriculum_percent", "curriculum_threshold", "pool_size", "kept_fraction",
+                    "score_kept", "score_dropped", "scoring_flops")
 
 
 class TrainingError(RuntimeError):

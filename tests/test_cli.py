@@ -33,6 +33,14 @@ def train(*args):
     ("deepspeed.config=ds_configs/t4/zero2.json", "fp16 needs a CUDA GPU"),
     ("train.global_batch=24", "train.global_batch"),
     ("model.moe_ep_size=2", "model.moe_ep_size"),
+    ("data.active.keep_fraction=0", "data.active.keep_fraction"),
+    ("data.active.keep_fraction=1.5", "data.active.keep_fraction"),
+    ("data.active.score=margin", "data.active.score"),
+    ("data.curriculum.metric=perplexity", "data.curriculum.metric"),
+    ("data.curriculum.seqlen_start=999", "data.curriculum.seqlen_start"),
+    ("data.curriculum.start_percent=0", "data.curriculum.start_percent"),
+    ("data.curriculum.metric=ref_loss", "data.curriculum.metric"),  # not written beside these shards
+    ("data.active.score=reducible", "data.active.score"),  # needs ref_loss, which is not there either
 ])
 def test_bad_overrides(kjv_data, override, fragment):
     data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]

@@ -109,7 +109,7 @@ def test_flops_agree_with_deepspeeds_flops_profiler(arch, selective):
     full N x N attention of SDPA where we count the causal half that flash attention computes."""
     from deepspeed.profiling.flops_profiler import get_model_profile
 
-    from resnetbk.flops import training_flops_per_token
+    from resnetbk.flops import forward_flops_per_token, training_flops_per_token
 
     b, n = 4, 128
     cfg = ModelConfig(arch=arch, vocab_size=512, max_seq_len=n, d_model=64, n_layers=2, n_heads=4, ffn_hidden=256,
@@ -117,7 +117,8 @@ def test_flops_agree_with_deepspeeds_flops_profiler(arch, selective):
     tokens = torch.randint(0, 512, (b, n), generator=torch.Generator().manual_seed(0))
     flops, _, _ = get_model_profile(CausalLM(cfg).eval(), args=[tokens], print_profile=False, as_string=False)
     measured = flops / (b * n)
-    ours = training_flops_per_token(cfg, n) / 3  # forward
+    ours = forward_flops_per_token(cfg, n)
+    assert training_flops_per_token(cfg, n) == pytest.approx(3 * ours)  # backward = two forwards, BK included
     if arch == "gpt":
         ours += cfg.n_layers * 2 * 2 * cfg.d_model * (n - 1) / 2  # the masked half the profiler counts too
     assert 1.0 <= measured / ours <= 1.08, (measured, ours)
