@@ -232,11 +232,13 @@ class Trainer:
             lr = self.engine.optimizer.param_groups[0]["lr"]
             next_step = state["step"] + 1
             self.engine.module.record_bk_stats(next_step % t.log_interval == 0 or next_step == t.max_steps)
+            before = dict(state)
             try:
                 step_sums = self._optimizer_step(sampler, next_step, state)
             except torch.OutOfMemoryError:
                 if state["step"] != start_step:
                     raise  # memory use is flat after the first step: this is not a batch-size problem
+                state.update(before)  # the retry scores its candidates again: count that once
                 sampler = self._shrink_micro_batch(state["consumed_samples"])
                 continue
             except Exception as e:  # DeepSpeed's fp16 loss scaler gives up with a bare Exception
