@@ -10,11 +10,11 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from conftest import assert_one_line_error, run_cli
 from data_prep.difficulty import rarity, reference_loss, write_metrics
 from data_prep.shards import ShardWriter, write_manifest
 from resnetbk.config import DataConfig
@@ -107,9 +107,12 @@ def test_rarity_and_reference_loss_match_brute_force(tmp_path):
     np.testing.assert_allclose(got[scored], expected[scored] / counts[scored], rtol=1e-6)
 
 
+def data_cfg(**kw):
+    return OmegaConf.merge(OmegaConf.structured(DataConfig), {"train": "x", "val": "x", "tokenizer": "x", **kw})
+
+
 def curriculum(**kw):
-    return OmegaConf.merge(OmegaConf.structured(DataConfig), {"train": "x", "val": "x", "tokenizer": "x",
-                                                             "curriculum": kw}).curriculum
+    return data_cfg(curriculum=kw).curriculum
 
 
 def test_pacing_follows_deepspeeds_formulas():
@@ -121,10 +124,6 @@ def test_pacing_follows_deepspeeds_formulas():
     assert [discrete(s) for s in (1, 5, 6, 9, 10, 1000)] == [20, 20, 50, 50, 100, 100]
     seqlen = Pacing(curriculum(total_steps=10), 16, 128, 8)  # lengths are multiples of 8
     assert [seqlen(s) for s in (0, 3, 5, 10)] == [16, 48, 72, 128]
-
-
-def data_cfg(**kw):
-    return OmegaConf.merge(OmegaConf.structured(DataConfig), {"train": "x", "val": "x", "tokenizer": "x", **kw})
 
 
 class FakeData:
@@ -258,16 +257,11 @@ def test_difficulty_command_writes_the_metrics_and_refuses_a_foreign_reference(k
     assert set(info["metrics"]) == {"length", "rarity", "ref_loss"} and info["metrics"]["ref_loss"]["seq_len"] == 64
 
 
-def read_metrics(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
 @pytest.mark.distributed
 def test_curriculum_and_active_learning_resume_exactly_on_two_ranks(kjv_data, tmp_path):
     """Curriculum by rarity with a sequence-length warm-up, and RHO-LOSS selection, on 2 CPU ranks: a run
     saving at step 6 and one resumed from there log the same losses, selections and statistics, bitwise."""
-    from test_train import TINY
+    from test_train import TINY, read_metrics
 
     data = tmp_path / "kjv"
     shutil.copytree(kjv_data, data)
@@ -297,8 +291,9 @@ def test_curriculum_and_active_learning_resume_exactly_on_two_ranks(kjv_data, tm
     assert all(r["score_kept"] > r["score_dropped"] for r in a)
     assert a[-1]["curriculum_percent"] == 100 and a[0]["curriculum_percent"] < 50
 
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     import glob
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = glob.glob(str(tmp_path / "full" / "tensorboard" / "**" / "events.out.tfevents.*"), recursive=True)
     acc = EventAccumulator(events[0])
     acc.Reload()
