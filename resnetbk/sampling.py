@@ -32,9 +32,7 @@ class Pacing:
     """A difficulty at each optimizer step, from min_difficulty to max_difficulty on a DeepSpeed schedule."""
 
     def __init__(self, curriculum, min_difficulty: int, max_difficulty: int, difficulty_step: int, discrete=None):
-        from deepspeed.runtime.data_pipeline.curriculum_scheduler import (
-            CurriculumScheduler,
-        )
+        from deepspeed.runtime.data_pipeline.curriculum_scheduler import CurriculumScheduler
         from deepspeed.utils import logger
 
         if curriculum.schedule == "fixed_discrete":
