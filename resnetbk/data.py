@@ -92,6 +92,13 @@ class IndexedShards:
             values = np.load(path).astype(np.float64)
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: unreadable ({e})") from None
+        info_path = os.path.join(self.directory, DIFFICULTY_DIR, "info.json")
+        if os.path.isfile(info_path):  # written for other shards (same document count, other tokens)?
+            with open(info_path) as f:
+                counts = json.load(f).get("shards", {})
+            if counts.get("tokens") not in (None, self.num_tokens):
+                raise DataError(f"{info_path}: computed for {counts['tokens']} tokens, the shards hold {self.num_tokens} "
+                                f"(stale: re-run `{how}`)")
         if values.shape != (len(self),) or not np.isfinite(values).all():
             raise DataError(f"{path}: expected {len(self)} finite values, one per document (stale? re-run `{how}`)")
         return values

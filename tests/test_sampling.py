@@ -256,6 +256,11 @@ def test_difficulty_command_writes_the_metrics_and_refuses_a_foreign_reference(k
     info = json.load(open(split / "difficulty" / "info.json"))
     assert set(info["metrics"]) == {"length", "rarity", "ref_loss"} and info["metrics"]["ref_loss"]["seq_len"] == 64
 
+    info["shards"]["tokens"] += 1  # as if the shards had been rebuilt since
+    (split / "difficulty" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="stale"):
+        IndexedShards(str(split)).difficulty("length")
+
 
 @pytest.mark.distributed
 def test_curriculum_and_active_learning_resume_exactly_on_two_ranks(kjv_data, tmp_path):
