@@ -14,15 +14,13 @@ Arms (all from configs/tiny*.yaml, d = 192, 4 layers):
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sampling_experiment import ROOT, read_metrics, run  # noqa: E402
+from sampling_experiment import ROOT, read_metrics, run, write_result  # noqa: E402
 
 ARMS = {
     "resnetbk": ("configs/tiny.yaml", []),
@@ -84,15 +82,7 @@ def main() -> int:
         print(f"{r['arm']:<9} {r['params'] / 1e6:>7.2f}M {r['tokens']:>10,} {r['final_val_loss_mean']:>9.4f} ± "
               f"{r['final_val_loss_std']:.4f} {r['val_ppl_mean']:>8.1f} {ratio:>9} {r['flops'] / 1e12:>6.1f} "
               f"{r['tokens_per_sec']:>8,.0f}")
-    result = {"date": time.strftime("%Y-%m-%d"), "command": " ".join(sys.argv), "summary": rows, "runs": runs}
-    try:
-        import torch
-        result["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    except ImportError:
-        pass
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"\nwrote {a.out}")
+    write_result(a.out, {"summary": rows, "runs": runs})
     return 0
 
 

@@ -177,18 +177,21 @@ def main() -> int:
     uniform = [r["final_val_loss"] for r in runs if r["arm"] == "uniform"]
     target = a.target or (statistics.mean(uniform) if uniform else min(r["final_val_loss"] for r in runs))
     summary = summarize(runs, arms, target, "--target" if a.target else "uniform's mean final")
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.node(), "command": " ".join(sys.argv),
-              "config": a.config, "overrides": a.overrides, "target_val_loss": target, "reference": reference,
-              "summary": summary, "runs": runs}
-    try:
-        import torch
-        result["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    except ImportError:
-        pass
-    with open(a.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"\nwrote {a.out}")
+    write_result(a.out, {"config": a.config, "overrides": a.overrides, "target_val_loss": target,
+                         "reference": reference, "summary": summary, "runs": runs})
     return 0
+
+
+def write_result(path: str, result: dict) -> None:
+    """Writes an experiment's JSON with the date, machine, device and command that produced it."""
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.node(), "device": device,
+              "command": " ".join(sys.argv), **result}
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":
