@@ -50,7 +50,7 @@ def floor_ms(bytes_in: int, bytes_out: int, n: int) -> float:
     return t
 
 
-def make_inputs(n_pos: int, layout: str, per_position_b: bool, gen: torch.Generator):
+def make_inputs(n_pos: int, layout: str, per_position_b: bool, gen: torch.Generator, im_z: float = 0.5):
     rows = ELEMENTS // n_pos
     if layout == "rows":
         a = torch.empty(rows, 1, n_pos, device="cuda").uniform_(-4, 4, generator=gen)
@@ -59,56 +59,63 @@ def make_inputs(n_pos: int, layout: str, per_position_b: bool, gen: torch.Genera
         B = rows // HEADS
         a = torch.empty(B, n_pos, HEADS, device="cuda").uniform_(-4, 4, generator=gen).transpose(1, 2)
         b = (2 * torch.rand(B, n_pos - 1, HEADS, device="cuda", generator=gen)).transpose(1, 2) if per_position_b else 1.0
-    z = torch.complex(torch.zeros(a.shape[1], device="cuda"), torch.full((a.shape[1],), 0.5, device="cuda"))
+    z = torch.complex(torch.zeros(a.shape[1], device="cuda"), torch.full((a.shape[1],), im_z, device="cuda"))
     return a, b, z
+
+
+def time_kernels(n_pos, layout, per_pos, im_z, gen, chunk=None, rows=None):
+    """Forward and backward times (ms) and the fraction of forward chunks that started from their certificate."""
+    a, b, z = make_inputs(n_pos, layout, per_pos, gen, im_z)
+    beta = _coupling_squares(b, a)  # a tensor like a, or the float b^2
+    zrows = z.repeat(a.shape[0]) if layout == "model" else z.expand(a.shape[0]).contiguous()
+    a3 = a.reshape(-1, a.shape[1], n_pos)
+    fwd = do_bench(lambda: bk_triton.causal_forward(a3, beta, zrows, chunk, rows), return_mode="median")
+    g, flags = bk_triton.causal_forward(a3, beta, zrows, chunk, rows, return_flags=True)
+    gbar = torch.randn_like(g)
+    bwd = do_bench(lambda: bk_triton.causal_backward(g, gbar, beta, per_pos, chunk, rows), return_mode="median")
+    return fwd, bwd, (flags == 1).float().mean().item()
 
 
 def kernel_rows(quick: bool):
     gen = torch.Generator(device="cuda").manual_seed(0)
     results = []
-    for n_pos in (1024, 16384):
-        for layout in ("rows", "model"):
-            for per_pos in (False, True):
-                a, b, z = make_inputs(n_pos, layout, per_pos, gen)
-                beta = _coupling_squares(b, a)  # a tensor like a, or the float b^2
-                zrows = z.repeat(a.shape[0]) if layout == "model" else z.expand(a.shape[0]).contiguous()
-                a3 = a.reshape(-1, a.shape[1], n_pos)
-                fwd = do_bench(lambda: bk_triton.causal_forward(a3, beta, zrows), return_mode="median")
-                g = bk_triton.causal_forward(a3, beta, zrows)
-                gbar = torch.randn_like(g)
-                bwd = do_bench(lambda: bk_triton.causal_backward(g, gbar, beta, per_pos), return_mode="median")
-                fb_in, fb_out = (8, 8) if per_pos else (4, 8)
-                bb_in, bb_out = (20, 8) if per_pos else (16, 4)
-                floor_f = floor_ms(fb_in, fb_out, ELEMENTS)
-                floor_b = floor_ms(bb_in, bb_out, ELEMENTS)
-                row = {"N": n_pos, "rows": ELEMENTS // n_pos, "layout": layout, "couplings": "per-position" if per_pos else "constant",
-                       "fwd_ms": fwd, "fwd_floor_ms": floor_f, "fwd_x_floor": fwd / floor_f,
-                       "fwd_GBps": (fb_in + fb_out) * ELEMENTS / fwd / 1e6,
-                       "bwd_ms": bwd, "bwd_floor_ms": floor_b, "fwdbwd_ms": fwd + bwd,
-                       "fwdbwd_x_floor": (fwd + bwd) / (floor_f + floor_b)}
-                results.append(row)
-                print(f"  N={n_pos:>6} {layout:>5} {row['couplings']:>12}: fwd {fwd:.3f} ms ({row['fwd_x_floor']:.2f}x floor "
-                      f"{floor_f:.3f}), fwd+bwd {fwd + bwd:.3f} ms ({row['fwdbwd_x_floor']:.2f}x floor)", flush=True)
+    cases = [(n, layout, per, 0.5) for n in (1024, 16384) for layout in ("model", "rows") for per in (False, True)]
+    cases += [(n, "model", False, im) for n in (1024, 16384) for im in (0.1, 0.01)]
+    for n_pos, layout, per_pos, im_z in cases:
+        if quick and layout == "rows":
+            continue
+        fwd, bwd, certified = time_kernels(n_pos, layout, per_pos, im_z, gen)
+        fb_in, fb_out = (8, 8) if per_pos else (4, 8)
+        bb_in, bb_out = (20, 8) if per_pos else (16, 4)
+        floor_f = floor_ms(fb_in, fb_out, ELEMENTS)
+        floor_b = floor_ms(bb_in, bb_out, ELEMENTS)
+        row = {"N": n_pos, "rows": ELEMENTS // n_pos, "layout": layout, "couplings": "per-position" if per_pos else "constant",
+               "im_z": im_z, "certified": certified,
+               "fwd_ms": fwd, "fwd_floor_ms": floor_f, "fwd_x_floor": fwd / floor_f,
+               "fwd_GBps": (fb_in + fb_out) * ELEMENTS / fwd / 1e6,
+               "bwd_ms": bwd, "bwd_floor_ms": floor_b, "fwdbwd_ms": fwd + bwd,
+               "fwdbwd_x_floor": (fwd + bwd) / (floor_f + floor_b)}
+        results.append(row)
+        print(f"  N={n_pos:>6} {layout:>5} {row['couplings']:>12} Im z {im_z}: fwd {fwd:.3f} ms ({row['fwd_x_floor']:.2f}x floor "
+              f"{floor_f:.3f}, {certified:.0%} certified), fwd+bwd {fwd + bwd:.3f} ms ({row['fwdbwd_x_floor']:.2f}x floor)", flush=True)
     return results
 
 
 def sweep_rows():
-    """Chunk length x rows per program, forward and backward, model layout, N = 1024 and 16384."""
+    """Chunk length x rows per program x halo length, model layout, constant couplings, Im z = 0.5."""
     gen = torch.Generator(device="cuda").manual_seed(1)
     out = []
+    default_halo = bk_triton.HALO
     for n_pos in (1024, 16384):
-        for layout in ("model",):
-            a, b, z = make_inputs(n_pos, layout, False, gen)
-            a3 = a.reshape(-1, a.shape[1], n_pos)
-            zrows = z.repeat(a.shape[0]) if layout == "model" else z.expand(a.shape[0]).contiguous()
-            for chunk in (32, 64, 128):
-                for rows in (64, 128, 256):
-                    f = do_bench(lambda: bk_triton.causal_forward(a3, 1.0, zrows, chunk, rows), return_mode="median")
-                    g = bk_triton.causal_forward(a3, 1.0, zrows, chunk, rows)
-                    gbar = torch.randn_like(g)
-                    bw = do_bench(lambda: bk_triton.causal_backward(g, gbar, 1.0, False, chunk, rows), return_mode="median")
-                    out.append({"N": n_pos, "layout": layout, "chunk": chunk, "block_rows": rows, "fwd_ms": f, "bwd_ms": bw})
-                    print(f"  sweep N={n_pos:>6} {layout:>5} chunk {chunk:>3} rows {rows:>3}: fwd {f:.3f} bwd {bw:.3f}", flush=True)
+        for chunk, rows, halo in [(c, r, default_halo) for c in (128, 256, 512) for r in (32, 64)] + \
+                                 [(256, 32, h) for h in (16, 64)]:
+            bk_triton.HALO = halo
+            f, bw, certified = time_kernels(n_pos, "model", False, 0.5, gen, chunk, rows)
+            out.append({"N": n_pos, "chunk": chunk, "block_rows": rows, "halo": halo, "fwd_ms": f, "bwd_ms": bw,
+                        "certified": certified})
+            print(f"  sweep N={n_pos:>6} chunk {chunk:>3} rows {rows:>3} halo {halo:>2}: fwd {f:.3f} bwd {bw:.3f} "
+                  f"({certified:.0%} certified)", flush=True)
+    bk_triton.HALO = default_halo
     return out
 
 
@@ -167,7 +174,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bk_core.json")
     parser.add_argument("--quick", action="store_true", help="fewer sizes")
-    parser.add_argument("--sweep", action="store_true", help="also time chunk lengths x rows per program")
+    parser.add_argument("--sweep", action="store_true", help="also time chunk lengths x rows per program x halos")
     parser.add_argument("--sweep-only", action="store_true", help="only the sweep (to choose the kernels' defaults)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -185,10 +192,12 @@ def main():
         json.dump(report, f, indent=2)
 
     print("\nBK-Core Triton kernels, 64M elements (times in ms; floor = streaming kernel moving the same bytes)")
-    print(f"{'N':>6} {'layout':>6} {'couplings':>12} | {'fwd':>7} {'floor':>7} {'x':>5} {'GB/s':>6} | {'fwd+bwd':>8} {'floor':>7} {'x':>5}")
+    print(f"{'N':>6} {'layout':>6} {'couplings':>12} {'Im z':>5} {'cert':>5} | {'fwd':>7} {'floor':>7} {'x':>5} {'GB/s':>6} | "
+          f"{'fwd+bwd':>8} {'floor':>7} {'x':>5}")
     for r in report["kernels"]:
-        print(f"{r['N']:>6} {r['layout']:>6} {r['couplings']:>12} | {r['fwd_ms']:7.3f} {r['fwd_floor_ms']:7.3f} {r['fwd_x_floor']:5.2f} "
-              f"{r['fwd_GBps']:6.0f} | {r['fwdbwd_ms']:8.3f} {r['bwd_floor_ms'] + r['fwd_floor_ms']:7.3f} {r['fwdbwd_x_floor']:5.2f}")
+        print(f"{r['N']:>6} {r['layout']:>6} {r['couplings']:>12} {r['im_z']:>5} {r['certified']:5.0%} | {r['fwd_ms']:7.3f} "
+              f"{r['fwd_floor_ms']:7.3f} {r['fwd_x_floor']:5.2f} {r['fwd_GBps']:6.0f} | {r['fwdbwd_ms']:8.3f} "
+              f"{r['bwd_floor_ms'] + r['fwd_floor_ms']:7.3f} {r['fwdbwd_x_floor']:5.2f}")
     print("\nPyTorch reference (Python loop), same 64M elements, constant couplings")
     for r in report["reference"]:
         print(f"N={r['N']:>6}: fwd {r['ref_fwd_ms']:.1f} ms, fwd+bwd {r['ref_fwdbwd_ms']:.1f} ms")

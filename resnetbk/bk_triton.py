@@ -3,21 +3,31 @@
 The causal recursion g_i = 1 / (alpha_i - beta_i g_{i-1}), alpha_i = a_i - z, is a Moebius map per
 position: in projective coordinates (p, q) with g = p / q, one step is
     [p, q] <- [q, alpha_i q - beta_i p],  the 2x2 matrix [[0, 1], [-beta_i, alpha_i]].
-Rows (batch x heads) are independent; along a row the sequence is cut into chunks of CHUNK positions:
-  1. chunk_maps: each (row, chunk) multiplies its CHUNK matrices in float64 (rescaled as it goes, which
-     a projective map ignores), so no overflow and no float32 loss however long the row;
-  2. chunk_scan: per row, the chunks' maps are applied in order to find the g entering each chunk;
-  3. chunk_outputs: each (row, chunk) runs the float32 recursion from its exact entering value.
-The backward is the same three steps on the adjoint, a linear recurrence run from the end:
-  mu_i = k_i + m_i mu_{i+1},  k_i = conj(g_i^2) gbar_i,  m_i = beta_{i+1} conj(g_i^2),
-with grad a_i = -Re mu_i, grad beta_i = Re(conj(g_{i-1}) mu_i), grad z = sum_i mu_i (this is the
-adjoint of resnetbk.bk_core written with mu_i = -delta_i).
+Rows (batch x heads) are independent; along a row the sequence is cut into chunks of CHUNK positions, one
+program per (block of rows, chunk), each reading its inputs once and writing its outputs once.
 
-Every row needs only O(N / CHUNK) float64 summaries in memory. Complex values are (re, im) float pairs.
-Tensors are 3-D (outer, inner, N) with arbitrary strides (row r = (r // inner, r % inner)), and outputs
-are allocated in the input's memory order. The BK mixer passes its potentials as a (B, heads, N) view
-of a (B, N, heads) tensor: nothing is copied, and at each position the lanes of a warp touch
-consecutive heads, so loads and stores are contiguous.
+Forward. A chunk needs the g entering it. Im z > 0 and beta >= 0 keep every g in the upper half plane, and
+the map T of the HALO positions before the chunk sends the whole upper half plane into a disk: its centre
+is the entering g to within the disk's radius, a certificate computed from T alone (float64). Where the
+radius is below CERT_TOL x |centre| (strongly contracting rows: large Im z, disordered potentials) the
+chunk starts at once. Elsewhere it waits for its predecessor's last g, as the sequential recursion would.
+Either way the chunk then runs the float32 recursion and publishes its last g.
+
+Backward. The adjoint is a linear recurrence run from the end:
+  mu_i = k_i + m_i mu_{i+1},  k_i = conj(g_i^2) gbar_i,  m_i = beta_{i+1} conj(g_i^2),
+with grad a_i = -Re mu_i, grad beta_i = Re(conj(g_{i-1}) mu_i), grad z = sum_i mu_i (the adjoint of
+resnetbk.bk_core written with mu_i = -delta_i). No certificate bounds mu, so chunks use a decoupled
+look-back: each computes its affine map mu_start = A mu_in + B in float64; if its successor's mu is
+not out yet it publishes (A, B), then walks back over published maps until it meets a published mu.
+
+Programs take tickets from an atomic counter in an order where everything a program waits for holds
+an earlier ticket, so waiting cannot deadlock. Under TRITON_INTERPRET=1 programs run one after another,
+so the look-back never sees an unfinished chunk; LOOKBACK_TEST hides published values to test it.
+
+Complex values are (re, im) float pairs. Tensors are 3-D (outer, inner, N) with arbitrary strides
+(row r = (r // inner, r % inner)), and outputs are allocated in the input's memory order. The BK mixer
+passes (B, heads, N) views of (B, N, heads) tensors: nothing is copied, and at each position the lanes
+of a warp touch consecutive heads, so loads and stores are contiguous.
 """
 
 from __future__ import annotations
@@ -26,10 +36,12 @@ import torch
 import triton
 import triton.language as tl
 
-# Chosen by `benchmarks/bk_core.py --sweep-only` on an H100 (docs/performance.md): longer chunks mean fewer
-# float64 map summaries and a shorter scan across chunks; 64 rows per program keep enough programs in flight.
-CHUNK = 128
-BLOCK_ROWS = 64
+# Chosen by `benchmarks/bk_core.py --sweep` on an H100 (docs/performance.md).
+CHUNK = 256
+BLOCK_ROWS = 32
+HALO = 32
+CERT_TOL = 2.0**-24  # a float32 half-ulp: a certified entering g is as good as the sequential one
+GROUP = 8  # positions whose loads are issued together (see _fwd_outputs)
 
 
 @triton.jit
@@ -38,255 +50,370 @@ def _row_offset(rows, inner, s0, s1):
 
 
 @triton.jit
-def _chunk_maps_fwd(a_ptr, beta_ptr, zr_ptr, zi_ptr, maps_ptr, R, N, n_chunks, inner,
-                    s_a0, s_a1, s_an, s_b0, s_b1, s_bn, beta_const,
-                    HAS_BETA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_ROWS: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    c = tl.program_id(1)
-    rmask = rows < R
-    a_row = a_ptr + _row_offset(rows, inner, s_a0, s_a1)
-    b_row = beta_ptr + _row_offset(rows, inner, s_b0, s_b1)
-    zr = tl.load(zr_ptr + rows, mask=rmask, other=0.0).to(tl.float64)
-    zi = tl.load(zi_ptr + rows, mask=rmask, other=1.0).to(tl.float64)
-    # P = identity; P <- M_i P for each position of the chunk. Row 0 of P is (A, B), row 1 is (C, D).
+def _load_at(row, i, s_n, rows, rmask, N):
+    return tl.load(row + i * s_n, mask=rmask & ((rows * 0 + i) < N), other=0.0)
+
+
+@triton.jit
+def _beta_at(b_row, i, s_bn, rows, rmask, N, beta_const, HAS_BETA: tl.constexpr):
+    if HAS_BETA:
+        return _load_at(b_row, i, s_bn, rows, rmask, N)
+    else:
+        return tl.where(i == 0, 0.0, beta_const)
+
+
+@triton.jit
+def _cmul(xr, xi, yr, yi):
+    return xr * yr - xi * yi, xr * yi + xi * yr
+
+
+@triton.jit
+def _cdiv(xr, xi, yr, yi):
+    den = yr * yr + yi * yi
+    return (xr * yr + xi * yi) / den, (xi * yr - xr * yi) / den
+
+
+# ---------------------------------------------------------------------------------------------- forward
+
+
+@triton.jit
+def _mobius_step(ar, ai, br, bi, cr, ci, dr, di, alr, ali, beta):
+    """P <- M_i P with M_i = [[0, 1], [-beta_i, alpha_i]]: row 0 takes row 1, row 1 = -beta row 0 + alpha row 1."""
+    return (cr, ci, dr, di,
+            -beta * ar + (alr * cr - ali * ci), -beta * ai + (alr * ci + ali * cr),
+            -beta * br + (alr * dr - ali * di), -beta * bi + (alr * di + ali * dr))
+
+
+@triton.jit
+def _pow2_rescale(ar, ai, br, bi, cr, ci, dr, di):
+    """Divide by the power of two at or below the largest entry: exact, and free for a projective map."""
+    s = tl.maximum(tl.maximum(tl.maximum(tl.abs(ar), tl.abs(ai)), tl.maximum(tl.abs(br), tl.abs(bi))),
+                   tl.maximum(tl.maximum(tl.abs(cr), tl.abs(ci)), tl.maximum(tl.abs(dr), tl.abs(di))))
+    e = (s.to(tl.int64, bitcast=True) >> 52) & 0x7FF
+    inv = ((2046 - e) << 52).to(tl.float64, bitcast=True)
+    return ar * inv, ai * inv, br * inv, bi * inv, cr * inv, ci * inv, dr * inv, di * inv
+
+
+@triton.jit
+def _mobius_map(a_row, b_row, zr, zi, rows, rmask, start, count, N, s_an, s_bn, beta_const,
+                HAS_BETA: tl.constexpr, BLOCK_ROWS: tl.constexpr):
+    """The float64 map of positions [start, start + count) (all < N), as rows (A, B), (C, D)."""
     one = tl.full([BLOCK_ROWS], 1.0, tl.float64)
     zero = tl.zeros([BLOCK_ROWS], tl.float64)
     ar, ai, br, bi = one, zero, zero, zero
     cr, ci, dr, di = zero, zero, one, zero
-    start = c * CHUNK
-    for j in range(CHUNK):
+    ali = -zi
+    n_full = count // 8 * 8
+    for j0 in range(0, n_full, 8):
+        for u in tl.static_range(8):
+            i = start + j0 + u
+            alr = tl.load(a_row + i * s_an, mask=rmask, other=0.0).to(tl.float64) - zr
+            beta = _beta_at(b_row, i, s_bn, rows, rmask, N, beta_const, HAS_BETA).to(tl.float64)
+            ar, ai, br, bi, cr, ci, dr, di = _mobius_step(ar, ai, br, bi, cr, ci, dr, di, alr, ali, beta)
+        # Entries change by at most a factor of about |alpha| + beta per step: 8 steps stay far inside float64.
+        ar, ai, br, bi, cr, ci, dr, di = _pow2_rescale(ar, ai, br, bi, cr, ci, dr, di)
+    for j in range(n_full, count):
         i = start + j
-        m = rmask & ((rows * 0 + i) < N)  # broadcast explicitly (the interpreter rejects scalar masks)
-        alr = tl.load(a_row + i * s_an, mask=m, other=0.0).to(tl.float64) - zr
-        ali = -zi
-        if HAS_BETA:
-            beta = tl.load(b_row + i * s_bn, mask=m, other=0.0).to(tl.float64)
-        else:
-            beta = tl.where(i == 0, 0.0, beta_const).to(tl.float64)
-        # new row 0 = old row 1; new row 1 = -beta * row 0 + alpha * row 1
-        ncr = -beta * ar + (alr * cr - ali * ci)
-        nci = -beta * ai + (alr * ci + ali * cr)
-        ndr = -beta * br + (alr * dr - ali * di)
-        ndi = -beta * bi + (alr * di + ali * dr)
-        ar = tl.where(m, cr, ar)
-        ai = tl.where(m, ci, ai)
-        br = tl.where(m, dr, br)
-        bi = tl.where(m, di, bi)
-        cr = tl.where(m, ncr, cr)
-        ci = tl.where(m, nci, ci)
-        dr = tl.where(m, ndr, dr)
-        di = tl.where(m, ndi, di)
-        if j % 4 == 3:
-            # Rescale every 4 steps (projectively free): entries grow at most by about |alpha| + beta per
-            # step, nowhere near float64's range in 4 steps, and stay near 1 whatever the potentials.
-            s = tl.maximum(tl.maximum(tl.abs(cr) + tl.abs(ci), tl.abs(dr) + tl.abs(di)),
-                           tl.maximum(tl.abs(ar) + tl.abs(ai), tl.abs(br) + tl.abs(bi)))
-            inv = 1.0 / tl.where(s > 0, s, 1.0)
-            ar, ai, br, bi = ar * inv, ai * inv, br * inv, bi * inv
-            cr, ci, dr, di = cr * inv, ci * inv, dr * inv, di * inv
-    base = maps_ptr + (rows * n_chunks + c) * 8
-    tl.store(base + 0, ar, mask=rmask)
-    tl.store(base + 1, ai, mask=rmask)
-    tl.store(base + 2, br, mask=rmask)
-    tl.store(base + 3, bi, mask=rmask)
-    tl.store(base + 4, cr, mask=rmask)
-    tl.store(base + 5, ci, mask=rmask)
-    tl.store(base + 6, dr, mask=rmask)
-    tl.store(base + 7, di, mask=rmask)
+        alr = tl.load(a_row + i * s_an, mask=rmask, other=0.0).to(tl.float64) - zr
+        beta = _beta_at(b_row, i, s_bn, rows, rmask, N, beta_const, HAS_BETA).to(tl.float64)
+        ar, ai, br, bi, cr, ci, dr, di = _mobius_step(ar, ai, br, bi, cr, ci, dr, di, alr, ali, beta)
+    return _pow2_rescale(ar, ai, br, bi, cr, ci, dr, di)
 
 
 @triton.jit
-def _chunk_scan_fwd(maps_ptr, gin_ptr, R, n_chunks, BLOCK_ROWS: tl.constexpr):
-    """g entering chunk c = (maps of chunks c-1 ... 0) applied to g_{-1} = 0, as (A g + B) / (C g + D)."""
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    rmask = rows < R
-    gr = tl.zeros([BLOCK_ROWS], tl.float64)
-    gi = tl.zeros([BLOCK_ROWS], tl.float64)
-    for c in range(n_chunks):
-        out = gin_ptr + (rows * n_chunks + c) * 2
-        tl.store(out, gr.to(tl.float32), mask=rmask)
-        tl.store(out + 1, gi.to(tl.float32), mask=rmask)
-        base = maps_ptr + (rows * n_chunks + c) * 8
-        ar = tl.load(base + 0, mask=rmask, other=1.0)
-        ai = tl.load(base + 1, mask=rmask, other=0.0)
-        br = tl.load(base + 2, mask=rmask, other=0.0)
-        bi = tl.load(base + 3, mask=rmask, other=0.0)
-        cr = tl.load(base + 4, mask=rmask, other=0.0)
-        ci = tl.load(base + 5, mask=rmask, other=0.0)
-        dr = tl.load(base + 6, mask=rmask, other=1.0)
-        di = tl.load(base + 7, mask=rmask, other=0.0)
-        nr = ar * gr - ai * gi + br
-        ni = ar * gi + ai * gr + bi
-        er = cr * gr - ci * gi + dr
-        ei = cr * gi + ci * gr + di
-        den = er * er + ei * ei
-        gr = (nr * er + ni * ei) / den
-        gi = (ni * er - nr * ei) / den
+def _fwd_step(g_row, i, s_gn, a, beta, gr, gi, zr, zi, rows, rmask, N):
+    xr = a - zr - beta * gr
+    xi = -zi - beta * gi
+    inv = 1.0 / (xr * xr + xi * xi)
+    gr = xr * inv
+    gi = -xi * inv
+    m = rmask & ((rows * 0 + i) < N)
+    out = g_row + i * s_gn
+    tl.store(out, gr, mask=m)
+    tl.store(out + 1, gi, mask=m)
+    return gr, gi
 
 
 @triton.jit
-def _chunk_outputs_fwd(a_ptr, beta_ptr, zr_ptr, zi_ptr, gin_ptr, g_ptr, R, N, n_chunks, inner,
-                       s_a0, s_a1, s_an, s_b0, s_b1, s_bn, s_g0, s_g1, s_gn, beta_const,
-                       HAS_BETA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_ROWS: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    c = tl.program_id(1)
+def _fwd_outputs(a_row, b_row, g_row, gr, gi, zr, zi, rows, rmask, start, N, s_an, s_bn, s_gn, beta_const,
+                 HAS_BETA: tl.constexpr, CHUNK: tl.constexpr):
+    """The float32 recursion over the chunk from the entering g, storing every g; returns the last one.
+
+    The compiler may not move a load above a store that could alias it, so a plain loop waits a full
+    memory latency per position; here the 8 loads of a group are written out before its stores."""
+    for j0 in range(0, CHUNK, 8):
+        i = start + j0
+        a0 = _load_at(a_row, i, s_an, rows, rmask, N)
+        a1 = _load_at(a_row, i + 1, s_an, rows, rmask, N)
+        a2 = _load_at(a_row, i + 2, s_an, rows, rmask, N)
+        a3 = _load_at(a_row, i + 3, s_an, rows, rmask, N)
+        a4 = _load_at(a_row, i + 4, s_an, rows, rmask, N)
+        a5 = _load_at(a_row, i + 5, s_an, rows, rmask, N)
+        a6 = _load_at(a_row, i + 6, s_an, rows, rmask, N)
+        a7 = _load_at(a_row, i + 7, s_an, rows, rmask, N)
+        b0 = _beta_at(b_row, i, s_bn, rows, rmask, N, beta_const, HAS_BETA)
+        b1 = _beta_at(b_row, i + 1, s_bn, rows, rmask, N, beta_const, HAS_BETA)
+        b2 = _beta_at(b_row, i + 2, s_bn, rows, rmask, N, beta_const, HAS_BETA)
+        b3 = _beta_at(b_row, i + 3, s_bn, rows, rmask, N, beta_const, HAS_BETA)
+        b4 = _beta_at(b_row, i + 4, s_bn, rows, rmask, N, beta_const, HAS_BETA)
+        b5 = _beta_at(b_row, i + 5, s_bn, rows, rmask, N, beta_const, HAS_BETA)
+        b6 = _beta_at(b_row, i + 6, s_bn, rows, rmask, N, beta_const, HAS_BETA)
+        b7 = _beta_at(b_row, i + 7, s_bn, rows, rmask, N, beta_const, HAS_BETA)
+        gr, gi = _fwd_step(g_row, i, s_gn, a0, b0, gr, gi, zr, zi, rows, rmask, N)
+        gr, gi = _fwd_step(g_row, i + 1, s_gn, a1, b1, gr, gi, zr, zi, rows, rmask, N)
+        gr, gi = _fwd_step(g_row, i + 2, s_gn, a2, b2, gr, gi, zr, zi, rows, rmask, N)
+        gr, gi = _fwd_step(g_row, i + 3, s_gn, a3, b3, gr, gi, zr, zi, rows, rmask, N)
+        gr, gi = _fwd_step(g_row, i + 4, s_gn, a4, b4, gr, gi, zr, zi, rows, rmask, N)
+        gr, gi = _fwd_step(g_row, i + 5, s_gn, a5, b5, gr, gi, zr, zi, rows, rmask, N)
+        gr, gi = _fwd_step(g_row, i + 6, s_gn, a6, b6, gr, gi, zr, zi, rows, rmask, N)
+        gr, gi = _fwd_step(g_row, i + 7, s_gn, a7, b7, gr, gi, zr, zi, rows, rmask, N)
+    return gr, gi
+
+
+@triton.jit
+def _causal_fwd(a_ptr, beta_ptr, zr_ptr, zi_ptr, g_ptr, last_ptr, flag_ptr, ticket_ptr,
+                R, N, n_chunks, n_rb, inner, s_a0, s_a1, s_an, s_b0, s_b1, s_bn, s_g0, s_g1, s_gn,
+                beta_const, cert_tol,
+                HAS_BETA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_ROWS: tl.constexpr, HALO: tl.constexpr):
+    # Chunk-major tickets: a chunk's predecessor (same rows) always holds an earlier ticket.
+    t = tl.atomic_add(ticket_ptr, 1)
+    c = t // n_rb
+    rows = (t % n_rb) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     rmask = rows < R
     a_row = a_ptr + _row_offset(rows, inner, s_a0, s_a1)
     b_row = beta_ptr + _row_offset(rows, inner, s_b0, s_b1)
-    g_row = g_ptr + _row_offset(rows, inner, s_g0, s_g1)
     zr = tl.load(zr_ptr + rows, mask=rmask, other=0.0)
     zi = tl.load(zi_ptr + rows, mask=rmask, other=1.0)
-    gin = gin_ptr + (rows * n_chunks + c) * 2
-    gr = tl.load(gin, mask=rmask, other=0.0)
-    gi = tl.load(gin + 1, mask=rmask, other=0.0)
     start = c * CHUNK
-    for j in range(CHUNK):
-        i = start + j
-        m = rmask & ((rows * 0 + i) < N)  # broadcast explicitly (the interpreter rejects scalar masks)
-        a = tl.load(a_row + i * s_an, mask=m, other=0.0)
-        if HAS_BETA:
-            beta = tl.load(b_row + i * s_bn, mask=m, other=0.0)
-        else:
-            beta = tl.where(i == 0, 0.0, beta_const)
-        dr = a - zr - beta * gr
-        di = -zi - beta * gi
-        inv = 1.0 / (dr * dr + di * di)
-        gr = dr * inv
-        gi = -di * inv
-        out = g_row + i * s_gn
-        tl.store(out, gr, mask=m)
-        tl.store(out + 1, gi, mask=m)
+    gin_r = tl.zeros([BLOCK_ROWS], tl.float64)  # g_{-1} = 0 enters chunk 0
+    gin_i = tl.zeros([BLOCK_ROWS], tl.float64)
+    certified = rmask
+    if c > 0:
+        h0 = tl.maximum(start - HALO, 0)
+        ar, ai, br, bi, cr, ci, dr, di = _mobius_map(a_row, b_row, zr.to(tl.float64), zi.to(tl.float64), rows,
+                                                     rmask, h0, start - h0, N, s_an, s_bn, beta_const,
+                                                     HAS_BETA, BLOCK_ROWS)
+        # T maps the upper half plane onto the disk with centre T(-conj(D / C)) and radius
+        # |AD - BC| / |C conj(D) - conj(C) D|; the entering g lies inside it. A singular T (a zero coupling
+        # in the halo, or position 0 in it) is constant: its value anywhere, e.g. at i, is exact.
+        d1r, d1i = _cmul(ar, ai, dr, di)
+        d2r, d2i = _cmul(br, bi, cr, ci)
+        det = tl.sqrt((d1r - d2r) * (d1r - d2r) + (d1i - d2i) * (d1i - d2i))
+        gap = 2.0 * tl.abs(ci * dr - cr * di)  # |C conj(D) - conj(C) D| = 2 |Im(C conj(D))|
+        singular = det == 0
+        qr, qi = _cdiv(dr, di, tl.where(singular, 1.0, cr), ci)
+        wr = tl.where(singular, 0.0, -qr)
+        wi = tl.where(singular, 1.0, qi)
+        nr, ni = _cmul(ar, ai, wr, wi)
+        er, ei = _cmul(cr, ci, wr, wi)
+        gin_r, gin_i = _cdiv(nr + br, ni + bi, er + dr, ei + di)
+        radius = tl.where(singular, 0.0, det / gap)
+        # NaN or infinite radii fail the strict test and wait; so does Im z <= 0 (no invariant half plane).
+        ok = rmask & (zi > 0) & (radius < cert_tol * tl.sqrt(gin_r * gin_r + gin_i * gin_i))
+        certified = ok | (rmask & ((rows * 0 + h0) == 0))
+        # The other rows wait for the predecessor's last g (no-ops when every row is certified).
+        waiting = rmask & ~certified
+        prev = flag_ptr + rows * n_chunks + c - 1
+        f = tl.atomic_add(prev, 0, mask=waiting)
+        while tl.sum((waiting & (f == 0)).to(tl.int32)) > 0:
+            f = tl.atomic_add(prev, 0, mask=waiting)
+        # Reading f after the loop is a no-op here, but Triton 3.6 miscompiles a while loop whose result is
+        # never used (RemoveLayoutConversions fails).
+        waiting = waiting & (f != 0)
+        lp = last_ptr + (rows * n_chunks + c - 1) * 2
+        gin_r = tl.where(waiting, tl.load(lp, mask=waiting, other=0.0).to(tl.float64), gin_r)
+        gin_i = tl.where(waiting, tl.load(lp + 1, mask=waiting, other=0.0).to(tl.float64), gin_i)
+    g_row = g_ptr + _row_offset(rows, inner, s_g0, s_g1)
+    gr, gi = _fwd_outputs(a_row, b_row, g_row, gin_r.to(tl.float32), gin_i.to(tl.float32), zr, zi, rows, rmask,
+                          start, N, s_an, s_bn, s_gn, beta_const, HAS_BETA, CHUNK)
+    own = rows * n_chunks + c
+    tl.store(last_ptr + own * 2, gr, mask=rmask)
+    tl.store(last_ptr + own * 2 + 1, gi, mask=rmask)
+    # 1: the chunk started from the certificate (or is chunk 0); 2: it waited for its predecessor.
+    tl.atomic_xchg(flag_ptr + own, 2 - certified.to(tl.int32), mask=rmask)
+
+
+# --------------------------------------------------------------------------------------------- backward
 
 
 @triton.jit
-def _load_adjoint_coeffs(g_row, gbar_row, b_row, rows, i, N, m, s_gn, s_un, s_bn, beta_const,
-                         HAS_BETA: tl.constexpr):
-    """k_i = conj(g_i^2) gbar_i and m_i = beta_{i+1} conj(g_i^2), float32, plus g_i."""
-    gp = g_row + i * s_gn
-    gr = tl.load(gp, mask=m, other=0.0)
-    gi = tl.load(gp + 1, mask=m, other=0.0)
-    up = gbar_row + i * s_un
-    ur = tl.load(up, mask=m, other=0.0)
-    ui = tl.load(up + 1, mask=m, other=0.0)
+def _adj_load(g_row, u_row, b_row, i, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA: tl.constexpr):
+    """g_i, gbar_i and beta_{i+1} (0 past the end)."""
+    m = rmask & ((rows * 0 + i) < N)
+    gr = tl.load(g_row + i * s_gn, mask=m, other=0.0)
+    gi = tl.load(g_row + i * s_gn + 1, mask=m, other=0.0)
+    ur = tl.load(u_row + i * s_un, mask=m, other=0.0)
+    ui = tl.load(u_row + i * s_un + 1, mask=m, other=0.0)
     m_next = m & ((rows * 0 + i + 1) < N)
     if HAS_BETA:
-        beta_next = tl.load(b_row + (i + 1) * s_bn, mask=m_next, other=0.0)
+        bn = tl.load(b_row + (i + 1) * s_bn, mask=m_next, other=0.0)
     else:
-        beta_next = tl.where(m_next, beta_const, 0.0)
-    sr = gr * gr - gi * gi  # conj(g^2) = sr - i si
-    si = 2.0 * gr * gi
-    kr = sr * ur + si * ui
-    ki = sr * ui - si * ur
-    return gr, gi, kr, ki, beta_next * sr, -beta_next * si
+        bn = tl.where(m_next, beta_const, 0.0)
+    return gr, gi, ur, ui, bn
 
 
 @triton.jit
-def _chunk_maps_bwd(g_ptr, gbar_ptr, beta_ptr, maps_ptr, R, N, n_chunks, inner,
-                    s_g0, s_g1, s_gn, s_u0, s_u1, s_un, s_b0, s_b1, s_bn, beta_const,
-                    HAS_BETA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_ROWS: tl.constexpr):
-    """Affine map of chunk c from end to start: mu_start = A mu_in + B (mu_in = mu at the next chunk's start)."""
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    c = tl.program_id(1)
-    rmask = rows < R
-    g_row = g_ptr + _row_offset(rows, inner, s_g0, s_g1)
-    u_row = gbar_ptr + _row_offset(rows, inner, s_u0, s_u1)
-    b_row = beta_ptr + _row_offset(rows, inner, s_b0, s_b1)
+def _adj_coeffs(gr, gi, ur, ui, bn):
+    """k = conj(g^2) gbar and m = beta_next conj(g^2)."""
+    sr = gr * gr - gi * gi
+    si = 2.0 * gr * gi
+    return sr * ur + si * ui, sr * ui - si * ur, bn * sr, -bn * si
+
+
+@triton.jit
+def _affine_step(g_row, u_row, b_row, i, rows, rmask, N, s_gn, s_un, s_bn, beta_const, Ar, Ai, Br, Bi,
+                 HAS_BETA: tl.constexpr):
+    """(A, B) <- (m_i A, k_i + m_i B), in float64."""
+    gr, gi, ur, ui, bn = _adj_load(g_row, u_row, b_row, i, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
+    kr, ki, mr, mi = _adj_coeffs(gr, gi, ur, ui, bn)
+    kr, ki, mr, mi = kr.to(tl.float64), ki.to(tl.float64), mr.to(tl.float64), mi.to(tl.float64)
+    return mr * Ar - mi * Ai, mr * Ai + mi * Ar, kr + mr * Br - mi * Bi, ki + mr * Bi + mi * Br
+
+
+@triton.jit
+def _affine_map(g_row, u_row, b_row, rows, rmask, start, count, N, s_gn, s_un, s_bn, beta_const,
+                HAS_BETA: tl.constexpr, BLOCK_ROWS: tl.constexpr):
+    """The float64 map of positions [start, start + count) from end to start: mu_start = A mu_in + B."""
     Ar = tl.full([BLOCK_ROWS], 1.0, tl.float64)
     Ai = tl.zeros([BLOCK_ROWS], tl.float64)
     Br = tl.zeros([BLOCK_ROWS], tl.float64)
     Bi = tl.zeros([BLOCK_ROWS], tl.float64)
-    start = c * CHUNK
-    for jj in range(CHUNK):
-        i = start + CHUNK - 1 - jj
-        m = rmask & ((rows * 0 + i) < N)  # broadcast explicitly (the interpreter rejects scalar masks)
-        _, _, kr, ki, mr, mi = _load_adjoint_coeffs(g_row, u_row, b_row, rows, i, N, m, s_gn, s_un, s_bn,
-                                                    beta_const, HAS_BETA)
-        kr, ki, mr, mi = kr.to(tl.float64), ki.to(tl.float64), mr.to(tl.float64), mi.to(tl.float64)
-        # mu_i = k_i + m_i (A mu_in + B)
-        nAr = mr * Ar - mi * Ai
-        nAi = mr * Ai + mi * Ar
-        nBr = kr + mr * Br - mi * Bi
-        nBi = ki + mr * Bi + mi * Br
-        Ar = tl.where(m, nAr, Ar)
-        Ai = tl.where(m, nAi, Ai)
-        Br = tl.where(m, nBr, Br)
-        Bi = tl.where(m, nBi, Bi)
-    base = maps_ptr + (rows * n_chunks + c) * 4
-    tl.store(base + 0, Ar, mask=rmask)
-    tl.store(base + 1, Ai, mask=rmask)
-    tl.store(base + 2, Br, mask=rmask)
-    tl.store(base + 3, Bi, mask=rmask)
+    last = start + count - 1
+    n_full = count // 8 * 8
+    for j0 in range(0, n_full, 8):  # unrolled so that the loads of 8 positions are in flight together
+        for u in tl.static_range(8):
+            Ar, Ai, Br, Bi = _affine_step(g_row, u_row, b_row, last - j0 - u, rows, rmask, N, s_gn, s_un, s_bn,
+                                          beta_const, Ar, Ai, Br, Bi, HAS_BETA)
+    for j in range(n_full, count):
+        Ar, Ai, Br, Bi = _affine_step(g_row, u_row, b_row, last - j, rows, rmask, N, s_gn, s_un, s_bn,
+                                      beta_const, Ar, Ai, Br, Bi, HAS_BETA)
+    return Ar, Ai, Br, Bi
 
 
 @triton.jit
-def _chunk_scan_bwd(maps_ptr, muin_ptr, R, n_chunks, BLOCK_ROWS: tl.constexpr):
-    """mu entering chunk c from the right = (maps of chunks c+1 ... last) applied to mu_N = 0."""
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    rmask = rows < R
-    ur = tl.zeros([BLOCK_ROWS], tl.float64)
-    ui = tl.zeros([BLOCK_ROWS], tl.float64)
-    for cc in range(n_chunks):
-        c = n_chunks - 1 - cc
-        out = muin_ptr + (rows * n_chunks + c) * 2
-        tl.store(out, ur.to(tl.float32), mask=rmask)
-        tl.store(out + 1, ui.to(tl.float32), mask=rmask)
-        base = maps_ptr + (rows * n_chunks + c) * 4
-        Ar = tl.load(base + 0, mask=rmask, other=1.0)
-        Ai = tl.load(base + 1, mask=rmask, other=0.0)
-        Br = tl.load(base + 2, mask=rmask, other=0.0)
-        Bi = tl.load(base + 3, mask=rmask, other=0.0)
-        nr = Ar * ur - Ai * ui + Br
-        ni = Ar * ui + Ai * ur + Bi
-        ur = nr
-        ui = ni
+def _bwd_step(da_row, db_row, i, s_dn, s_en, gr, gi, ur, ui, bn, mur, mui, zsr, zsi, rows, rmask, N,
+              HAS_BETA: tl.constexpr):
+    """mu_i from mu_{i+1}; stores grad a_i and grad beta_{i+1}, adds mu_i to the grad z partial sum."""
+    m = rmask & ((rows * 0 + i) < N)
+    kr, ki, mr, mi = _adj_coeffs(gr, gi, ur, ui, bn)
+    if HAS_BETA:
+        # grad beta_{i+1} = Re(conj(g_i) mu_{i+1})
+        tl.store(db_row + (i + 1) * s_en, gr * mur + gi * mui, mask=m & ((rows * 0 + i + 1) < N))
+    nur = kr + mr * mur - mi * mui
+    nui = ki + mr * mui + mi * mur
+    mur = tl.where(m, nur, mur)
+    mui = tl.where(m, nui, mui)
+    tl.store(da_row + i * s_dn, -mur, mask=m)
+    return mur, mui, zsr + tl.where(m, mur, 0.0), zsi + tl.where(m, mui, 0.0)
 
 
 @triton.jit
-def _chunk_outputs_bwd(g_ptr, gbar_ptr, beta_ptr, muin_ptr, grad_a_ptr, grad_beta_ptr, grad_z_ptr,
-                       R, N, n_chunks, inner, s_g0, s_g1, s_gn, s_u0, s_u1, s_un, s_b0, s_b1, s_bn,
-                       s_d0, s_d1, s_dn, s_e0, s_e1, s_en, beta_const,
-                       HAS_BETA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_ROWS: tl.constexpr):
-    """grad a (strides s_d*) and grad beta (strides s_e*) for chunk c, and its partial sum for grad z."""
-    rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
-    c = tl.program_id(1)
+def _bwd_outputs(g_row, u_row, b_row, da_row, db_row, mur, mui, rows, rmask, start, N,
+                 s_gn, s_un, s_bn, s_dn, s_en, beta_const, HAS_BETA: tl.constexpr, CHUNK: tl.constexpr,
+                 BLOCK_ROWS: tl.constexpr):
+    """The float32 adjoint down the chunk from mu entering at its end; returns the chunk's sum of mu."""
+    zsr = tl.zeros([BLOCK_ROWS], tl.float32)
+    zsi = tl.zeros([BLOCK_ROWS], tl.float32)
+    for j0 in range(0, CHUNK, 8):  # loads of 8 positions written out before their stores, as forward
+        i = start + CHUNK - 1 - j0
+        g0r, g0i, u0r, u0i, n0 = _adj_load(g_row, u_row, b_row, i, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
+        g1r, g1i, u1r, u1i, n1 = _adj_load(g_row, u_row, b_row, i - 1, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
+        g2r, g2i, u2r, u2i, n2 = _adj_load(g_row, u_row, b_row, i - 2, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
+        g3r, g3i, u3r, u3i, n3 = _adj_load(g_row, u_row, b_row, i - 3, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
+        g4r, g4i, u4r, u4i, n4 = _adj_load(g_row, u_row, b_row, i - 4, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
+        g5r, g5i, u5r, u5i, n5 = _adj_load(g_row, u_row, b_row, i - 5, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
+        g6r, g6i, u6r, u6i, n6 = _adj_load(g_row, u_row, b_row, i - 6, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
+        g7r, g7i, u7r, u7i, n7 = _adj_load(g_row, u_row, b_row, i - 7, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i, s_dn, s_en, g0r, g0i, u0r, u0i, n0, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 1, s_dn, s_en, g1r, g1i, u1r, u1i, n1, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 2, s_dn, s_en, g2r, g2i, u2r, u2i, n2, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 3, s_dn, s_en, g3r, g3i, u3r, u3i, n3, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 4, s_dn, s_en, g4r, g4i, u4r, u4i, n4, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 5, s_dn, s_en, g5r, g5i, u5r, u5i, n5, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 6, s_dn, s_en, g6r, g6i, u6r, u6i, n6, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 7, s_dn, s_en, g7r, g7i, u7r, u7i, n7, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
+    return zsr, zsi
+
+
+@triton.jit
+def _causal_bwd(g_ptr, gbar_ptr, beta_ptr, grad_a_ptr, grad_beta_ptr, grad_z_ptr, agg_ptr, incl_ptr, flag_ptr,
+                ticket_ptr, R, N, n_chunks, n_rb, inner, s_g0, s_g1, s_gn, s_u0, s_u1, s_un, s_b0, s_b1, s_bn,
+                s_d0, s_d1, s_dn, s_e0, s_e1, s_en, beta_const,
+                HAS_BETA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+                LOOKBACK_TEST: tl.constexpr):
+    t = tl.atomic_add(ticket_ptr, 1)
+    c = n_chunks - 1 - t // n_rb  # last chunk first: the adjoint runs from the end
+    rows = (t % n_rb) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     rmask = rows < R
     g_row = g_ptr + _row_offset(rows, inner, s_g0, s_g1)
     u_row = gbar_ptr + _row_offset(rows, inner, s_u0, s_u1)
     b_row = beta_ptr + _row_offset(rows, inner, s_b0, s_b1)
+    start = c * CHUNK
+    Ar, Ai, Br, Bi = _affine_map(g_row, u_row, b_row, rows, rmask, start, tl.minimum(N - start, CHUNK), N,
+                                 s_gn, s_un, s_bn, beta_const, HAS_BETA, BLOCK_ROWS)
+    own = rows * n_chunks + c
+    in_r = tl.zeros([BLOCK_ROWS], tl.float64)  # mu_N = 0 enters the last chunk
+    in_i = tl.zeros([BLOCK_ROWS], tl.float64)
+    if LOOKBACK_TEST > 0:
+        tl.store(agg_ptr + own * 4, Ar, mask=rmask)
+        tl.store(agg_ptr + own * 4 + 1, Ai, mask=rmask)
+        tl.store(agg_ptr + own * 4 + 2, Br, mask=rmask)
+        tl.store(agg_ptr + own * 4 + 3, Bi, mask=rmask)
+        tl.atomic_xchg(flag_ptr + own, 1, mask=rmask)
+    if c < n_chunks - 1:
+        j = c + 1
+        f = tl.where(rmask, tl.atomic_add(flag_ptr + rows * n_chunks + j, 0, mask=rmask), 2)
+        if (tl.min(f) < 2) & (LOOKBACK_TEST == 0):
+            # The successor's mu is not out yet: publish this chunk's map for the chunks before it.
+            tl.store(agg_ptr + own * 4, Ar, mask=rmask)
+            tl.store(agg_ptr + own * 4 + 1, Ai, mask=rmask)
+            tl.store(agg_ptr + own * 4 + 2, Br, mask=rmask)
+            tl.store(agg_ptr + own * 4 + 3, Bi, mask=rmask)
+            tl.atomic_xchg(flag_ptr + own, 1, mask=rmask)
+        # mu entering this chunk = P x_j + Q, with x_j the mu at the start of chunk j.
+        Pr = tl.full([BLOCK_ROWS], 1.0, tl.float64)
+        Pi = tl.zeros([BLOCK_ROWS], tl.float64)
+        Qr = tl.zeros([BLOCK_ROWS], tl.float64)
+        Qi = tl.zeros([BLOCK_ROWS], tl.float64)
+        done = ~rmask
+        while (j < n_chunks) & (tl.sum((~done).to(tl.int32)) > 0):
+            while tl.sum((~done & (f == 0)).to(tl.int32)) > 0:
+                f = tl.atomic_add(flag_ptr + rows * n_chunks + j, 0, mask=~done)
+            ready = ~done & (f == 2)
+            ip = incl_ptr + (rows * n_chunks + j) * 2
+            yr, yi = _cmul(Pr, Pi, tl.load(ip, mask=ready, other=0.0), tl.load(ip + 1, mask=ready, other=0.0))
+            in_r = tl.where(ready, yr + Qr, in_r)
+            in_i = tl.where(ready, yi + Qi, in_i)
+            done = done | ready
+            more = ~done
+            mp = agg_ptr + (rows * n_chunks + j) * 4
+            t1r, t1i = _cmul(Pr, Pi, tl.load(mp + 2, mask=more, other=0.0), tl.load(mp + 3, mask=more, other=0.0))
+            t2r, t2i = _cmul(Pr, Pi, tl.load(mp, mask=more, other=1.0), tl.load(mp + 1, mask=more, other=0.0))
+            Qr = tl.where(more, t1r + Qr, Qr)
+            Qi = tl.where(more, t1i + Qi, Qi)
+            Pr = tl.where(more, t2r, Pr)
+            Pi = tl.where(more, t2i, Pi)
+            j += 1
+            f = tl.atomic_add(flag_ptr + rows * n_chunks + j, 0, mask=more & ((rows * 0 + j) < n_chunks))
+        in_r = tl.where(done, in_r, Qr)  # rows that walked past the last chunk: mu_N = 0
+        in_i = tl.where(done, in_i, Qi)
+    o1r, o1i = _cmul(Ar, Ai, in_r, in_i)
+    tl.store(incl_ptr + own * 2, o1r + Br, mask=rmask)
+    tl.store(incl_ptr + own * 2 + 1, o1i + Bi, mask=rmask)
+    hide = (LOOKBACK_TEST == 2) | ((LOOKBACK_TEST == 1) & ((n_chunks - 1 - c) % 2 == 1))
+    tl.atomic_xchg(flag_ptr + own, 2, mask=rmask & ((rows * 0 + hide.to(tl.int32)) == 0))
     da_row = grad_a_ptr + _row_offset(rows, inner, s_d0, s_d1)
     db_row = grad_beta_ptr + _row_offset(rows, inner, s_e0, s_e1)
-    mu_in = muin_ptr + (rows * n_chunks + c) * 2
-    ur = tl.load(mu_in, mask=rmask, other=0.0)
-    ui = tl.load(mu_in + 1, mask=rmask, other=0.0)
-    zsr = tl.zeros([BLOCK_ROWS], tl.float32)
-    zsi = tl.zeros([BLOCK_ROWS], tl.float32)
-    start = c * CHUNK
-    # mu_{i+1} times conj(g_i) gives grad beta_{i+1}: carry (mu_{i+1}) while walking backwards.
-    for jj in range(CHUNK):
-        i = start + CHUNK - 1 - jj
-        m = rmask & ((rows * 0 + i) < N)  # broadcast explicitly (the interpreter rejects scalar masks)
-        gr, gi, kr, ki, mr, mi = _load_adjoint_coeffs(g_row, u_row, b_row, rows, i, N, m, s_gn, s_un, s_bn,
-                                                      beta_const, HAS_BETA)
-        if HAS_BETA:
-            # grad beta_{i+1} = Re(conj(g_i) mu_{i+1})
-            tl.store(db_row + (i + 1) * s_en, gr * ur + gi * ui, mask=m & ((rows * 0 + i + 1) < N))
-        nur = kr + mr * ur - mi * ui
-        nui = ki + mr * ui + mi * ur
-        ur = tl.where(m, nur, ur)
-        ui = tl.where(m, nui, ui)
-        tl.store(da_row + i * s_dn, -ur, mask=m)
-        zsr += tl.where(m, ur, 0.0)
-        zsi += tl.where(m, ui, 0.0)
+    zsr, zsi = _bwd_outputs(g_row, u_row, b_row, da_row, db_row, in_r.to(tl.float32), in_i.to(tl.float32), rows,
+                            rmask, start, N, s_gn, s_un, s_bn, s_dn, s_en, beta_const, HAS_BETA, CHUNK, BLOCK_ROWS)
     if HAS_BETA:
         # beta_0 multiplies g_{-1} = 0: its gradient is 0 (written by the chunk holding position 0).
         tl.store(db_row, tl.zeros([BLOCK_ROWS], tl.float32), mask=rmask & ((rows * 0 + c) == 0))
-    zp = grad_z_ptr + (rows * n_chunks + c) * 2
-    tl.store(zp, zsr, mask=rmask)
-    tl.store(zp + 1, zsi, mask=rmask)
+    tl.store(grad_z_ptr + own * 2, zsr, mask=rmask)
+    tl.store(grad_z_ptr + own * 2 + 1, zsi, mask=rmask)
 
 
-def _grid(R: int, n_chunks: int, block_rows: int):
-    return (triton.cdiv(R, block_rows), n_chunks)
+# ------------------------------------------------------------------------------------------------ wrappers
 
 
 def _block_rows(R: int) -> int:
@@ -306,64 +433,66 @@ def _empty_like_order(a: torch.Tensor, trailing: tuple = (), dtype=torch.float32
     return t.permute(inverse)
 
 
+def _check_chunk(chunk: int) -> int:
+    if chunk <= 0 or chunk % GROUP:
+        raise ValueError(f"chunk must be a positive multiple of {GROUP}, got {chunk}")
+    return chunk
+
+
 def causal_forward(a: torch.Tensor, beta, z: torch.Tensor, chunk: int | None = None,
-                   block_rows: int | None = None) -> torch.Tensor:
+                   block_rows: int | None = None, cert_tol: float | None = None, return_flags: bool = False):
     """a (outer, inner, N) float32, any strides; beta the same shape (beta[..., 0] ignored) or a float
-    (constant b^2); z (outer * inner,) complex. Returns g (outer, inner, N) complex64 in a's memory order."""
+    (constant b^2 >= 0); z (outer * inner,) complex with Im z > 0. Returns g (outer, inner, N) complex64 in
+    a's memory order; with return_flags also the (rows, chunks) int32 flags: 1 where a chunk started from
+    its certificate (or is the first), 2 where it waited for its predecessor. With cert_tol = 0 every chunk whose
+    halo does not reach position 0 waits."""
     O, H, N = a.shape
     R = O * H
-    chunk = chunk or CHUNK
+    chunk = _check_chunk(chunk or CHUNK)
     n_chunks = triton.cdiv(N, chunk)
     rows_per_block = block_rows or _block_rows(R)
+    n_rb = triton.cdiv(R, rows_per_block)
     has_beta = isinstance(beta, torch.Tensor)
     beta_t = beta if has_beta else a
     zr, zi = z.real.float().contiguous(), z.imag.float().contiguous()
-    maps = torch.empty(R, n_chunks, 8, dtype=torch.float64, device=a.device)
-    gin = torch.empty(R, n_chunks, 2, dtype=torch.float32, device=a.device)
+    last = torch.empty(R, n_chunks, 2, dtype=torch.float32, device=a.device)
+    sync = torch.zeros(R * n_chunks + 1, dtype=torch.int32, device=a.device)  # flags, then the ticket counter
     g = _empty_like_order(a, (2,))
-    beta_const = 0.0 if has_beta else float(beta)
-    grid = _grid(R, n_chunks, rows_per_block)
-    ab = (*a.stride(), *beta_t.stride())
-    if n_chunks > 1:
-        _chunk_maps_fwd[grid](a, beta_t, zr, zi, maps, R, N, n_chunks, H, *ab, beta_const,
-                              HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
-        _chunk_scan_fwd[(grid[0],)](maps, gin, R, n_chunks, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
-    else:
-        gin.zero_()
-    _chunk_outputs_fwd[grid](a, beta_t, zr, zi, gin, g, R, N, n_chunks, H, *ab, *g.stride()[:3], beta_const,
-                             HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
-    return torch.view_as_complex(g)
+    _causal_fwd[(n_rb * n_chunks,)](
+        a, beta_t, zr, zi, g, last, sync, sync[R * n_chunks:], R, N, n_chunks, n_rb, H,
+        *a.stride(), *beta_t.stride(), *g.stride()[:3], 0.0 if has_beta else float(beta),
+        CERT_TOL if cert_tol is None else cert_tol,
+        HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, HALO=HALO, num_warps=_warps(rows_per_block))
+    g = torch.view_as_complex(g)
+    return (g, sync[:R * n_chunks].view(R, n_chunks)) if return_flags else g
 
 
 def causal_backward(g: torch.Tensor, grad_g: torch.Tensor, beta, need_beta: bool, chunk: int | None = None,
-                    block_rows: int | None = None):
+                    block_rows: int | None = None, lookback_test: int = 0):
     """g, grad_g (outer, inner, N) complex; beta as in causal_forward. Returns (grad_a float32 in g's
-    memory order, grad_beta in beta's memory order or None, grad_z (outer * inner,) complex64)."""
+    memory order, grad_beta in beta's memory order or None, grad_z (outer * inner,) complex64).
+    lookback_test (tests only): 1 hides every other chunk's mu, 2 all of them, forcing the look-back."""
     O, H, N = g.shape
     R = O * H
-    chunk = chunk or CHUNK
+    chunk = _check_chunk(chunk or CHUNK)
     n_chunks = triton.cdiv(N, chunk)
     rows_per_block = block_rows or _block_rows(R)
+    n_rb = triton.cdiv(R, rows_per_block)
     has_beta = isinstance(beta, torch.Tensor)
     g_real = torch.view_as_real(g)
     gbar = torch.view_as_real(grad_g.to(torch.complex64).resolve_conj())
     beta_t = beta if has_beta else g_real[..., 0]
-    beta_const = 0.0 if has_beta else float(beta)
-    maps = torch.empty(R, n_chunks, 4, dtype=torch.float64, device=g.device)
-    muin = torch.empty(R, n_chunks, 2, dtype=torch.float32, device=g.device)
+    agg = torch.empty(R, n_chunks, 4, dtype=torch.float64, device=g.device)
+    incl = torch.empty(R, n_chunks, 2, dtype=torch.float64, device=g.device)
+    sync = torch.zeros(R * n_chunks + 1, dtype=torch.int32, device=g.device)
     grad_a = _empty_like_order(g_real[..., 0])
     grad_beta = _empty_like_order(beta_t) if has_beta else grad_a
     zpart = torch.empty(R, n_chunks, 2, dtype=torch.float32, device=g.device)
-    grid = _grid(R, n_chunks, rows_per_block)
-    gub = (*g_real.stride()[:3], *gbar.stride()[:3], *beta_t.stride())
-    if n_chunks > 1:
-        _chunk_maps_bwd[grid](g_real, gbar, beta_t, maps, R, N, n_chunks, H, *gub, beta_const,
-                              HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
-        _chunk_scan_bwd[(grid[0],)](maps, muin, R, n_chunks, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
-    else:
-        muin.zero_()
-    _chunk_outputs_bwd[grid](g_real, gbar, beta_t, muin, grad_a, grad_beta, zpart, R, N, n_chunks, H, *gub,
-                             *grad_a.stride(), *grad_beta.stride(), beta_const,
-                             HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, num_warps=_warps(rows_per_block))
+    _causal_bwd[(n_rb * n_chunks,)](
+        g_real, gbar, beta_t, grad_a, grad_beta, zpart, agg, incl, sync, sync[R * n_chunks:],
+        R, N, n_chunks, n_rb, H, *g_real.stride()[:3], *gbar.stride()[:3], *beta_t.stride(),
+        *grad_a.stride(), *grad_beta.stride(), 0.0 if has_beta else float(beta),
+        HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, LOOKBACK_TEST=lookback_test,
+        num_warps=_warps(rows_per_block))
     grad_z = torch.view_as_complex(zpart.sum(1))
     return grad_a, (grad_beta if has_beta and need_beta else None), grad_z

@@ -1,8 +1,9 @@
 """The Triton kernels against the float64 reference, forward and backward.
 
 Without CUDA they run through Triton's interpreter (TRITON_INTERPRET=1, set in conftest) at small sizes
-with a short chunk, so that the multi-chunk path (float64 chunk maps + scan across chunks) is exercised.
-With CUDA they run compiled, also at the sizes the issue names.
+with short chunks and halos, so that every path runs: the forward's certified start and its wait for the
+previous chunk, the backward's look-back over published maps. With CUDA they run compiled, also at the
+sizes the issue names.
 """
 
 import pytest
@@ -19,6 +20,7 @@ DEVICE = "cuda" if HAS_CUDA else "cpu"
 def short_chunks(monkeypatch):
     if not HAS_CUDA:
         monkeypatch.setattr(bk_triton, "CHUNK", 8)  # several chunks at interpreter-friendly lengths
+        monkeypatch.setattr(bk_triton, "HALO", 16)  # halos that start after position 0 from N = 24 on
 
 
 def rel(x, ref):
@@ -79,6 +81,62 @@ def test_auto_backend_and_errors():
         resolvent_diagonal(a, 1.0, 1j, backend="cuda")
     with pytest.raises(ValueError, match="float32"):
         resolvent_diagonal(a.double(), 1.0, 1j, backend="triton")
+
+
+def random_rows(n, im_z, rows=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.empty(1, rows, n).uniform_(-4, 4, generator=gen)
+    beta = torch.nn.functional.pad((2 * torch.rand(1, rows, n - 1, generator=gen)) ** 2, (1, 0))
+    z = torch.complex(torch.randn(rows, generator=gen), torch.full((rows,), im_z))
+    return a.to(DEVICE), beta.to(DEVICE), z.to(DEVICE)
+
+
+@pytest.mark.parametrize("im_z", [1.0, 0.01])
+def test_forward_certified_and_waiting_chunks_agree_with_the_reference(im_z):
+    """Chunks start from the halo's certificate where it holds and wait for their predecessor otherwise;
+    both give the sequential answer. cert_tol = 0 makes every chunk wait."""
+    a, beta, z = random_rows(96, im_z)
+    ref = resolvent_diagonal(a.double().cpu(), beta[..., 1:].sqrt().double().cpu(), z.cpu().to(torch.complex128)[None],
+                             backend="reference")
+    for tol in (bk_triton.CERT_TOL, 0.0):
+        g, flags = bk_triton.causal_forward(a, beta, z, cert_tol=tol, return_flags=True)
+        assert rel(torch.view_as_real(g), torch.view_as_real(ref)) < 1e-5
+        chunk = bk_triton.CHUNK
+        exact = torch.arange(flags.shape[1]) * chunk <= bk_triton.HALO  # halos that reach position 0
+        assert (flags[:, exact] == 1).all()
+        if tol == 0.0:
+            assert (flags[:, ~exact] == 2).all()
+        elif im_z == 1.0 and not HAS_CUDA:
+            # Im z = 1 contracts fast enough for a 16-position halo to certify every chunk.
+            assert (flags == 1).all()
+
+
+def test_zero_couplings_certify_at_once():
+    """With b = 0 every position is independent: the halo's map is constant and no chunk waits."""
+    a, _, z = random_rows(96, 0.01)
+    g, flags = bk_triton.causal_forward(a, 0.0, z, return_flags=True)
+    assert (flags == 1).all()
+    expected = 1 / (a.cpu().double() - z.cpu().to(torch.complex128)[None, :, None])
+    assert rel(torch.view_as_real(g), torch.view_as_real(expected)) < 1e-6
+
+
+def test_backward_look_back_over_published_maps_gives_the_same_gradients():
+    """Hiding every other chunk's mu (or all of them) makes chunks compose published maps: same result."""
+    a, beta, z = random_rows(61, 0.1)
+    g = bk_triton.causal_forward(a, beta, z)
+    gbar = torch.complex(torch.randn(g.shape), torch.randn(g.shape)).to(DEVICE)
+    base = bk_triton.causal_backward(g, gbar, beta, True)
+    for mode in (1, 2):
+        other = bk_triton.causal_backward(g, gbar, beta, True, lookback_test=mode)
+        for x, y in zip(base, other):
+            assert rel(torch.view_as_real(y) if y.is_complex() else y,
+                       (torch.view_as_real(x) if x.is_complex() else x).double()) < 1e-6
+
+
+def test_chunk_must_be_a_multiple_of_the_group():
+    a, beta, z = random_rows(16, 1.0)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        bk_triton.causal_forward(a, beta, z, chunk=12)
 
 
 @pytest.mark.gpu
