@@ -40,6 +40,7 @@ import triton.language as tl
 CHUNK = 256
 BLOCK_ROWS = 32
 HALO = 32
+MAX_HALO = 2048  # uncertified rows extend their halo up to this length before waiting
 CERT_TOL = 2.0**-24  # a float32 half-ulp: a certified entering g is as good as the sequential one
 GROUP = 8  # positions whose loads are issued together (see _fwd_outputs)
 
@@ -121,6 +122,45 @@ def _mobius_map(a_row, b_row, zr, zi, rows, rmask, start, count, N, s_an, s_bn, 
 
 
 @triton.jit
+def _matmul(ar, ai, br, bi, cr, ci, dr, di, pr, pi, qr, qi, ur, ui, vr, vi):
+    """[[A, B], [C, D]] @ [[P, Q], [U, V]], complex."""
+    t1r, t1i = _cmul(ar, ai, pr, pi)
+    t2r, t2i = _cmul(br, bi, ur, ui)
+    t3r, t3i = _cmul(ar, ai, qr, qi)
+    t4r, t4i = _cmul(br, bi, vr, vi)
+    t5r, t5i = _cmul(cr, ci, pr, pi)
+    t6r, t6i = _cmul(dr, di, ur, ui)
+    t7r, t7i = _cmul(cr, ci, qr, qi)
+    t8r, t8i = _cmul(dr, di, vr, vi)
+    return t1r + t2r, t1i + t2i, t3r + t4r, t3i + t4i, t5r + t6r, t5i + t6i, t7r + t8r, t7i + t8i
+
+
+@triton.jit
+def _certificate(ar, ai, br, bi, cr, ci, dr, di, zi, rmask, cert_tol):
+    """The centre of T(upper half plane) and whether its radius is below cert_tol x |centre|.
+
+    T maps the upper half plane onto the disk with centre T(-conj(D / C)) and radius
+    |AD - BC| / |C conj(D) - conj(C) D|; the entering g lies inside it. A singular T (a zero coupling in
+    the halo, or position 0 in it) is constant: its value anywhere, e.g. at i, is exact, so it is always
+    certified (AD - BC can also cancel to exactly 0 when T is rank one to float64 precision). NaN or infinite
+    radii fail the strict test; so does Im z <= 0 (no invariant half plane). cert_tol < 0 certifies nothing."""
+    d1r, d1i = _cmul(ar, ai, dr, di)
+    d2r, d2i = _cmul(br, bi, cr, ci)
+    det = tl.sqrt((d1r - d2r) * (d1r - d2r) + (d1i - d2i) * (d1i - d2i))
+    gap = 2.0 * tl.abs(ci * dr - cr * di)  # |C conj(D) - conj(C) D| = 2 |Im(C conj(D))|
+    singular = det == 0
+    qr, qi = _cdiv(dr, di, tl.where(singular, 1.0, cr), ci)
+    wr = tl.where(singular, 0.0, -qr)
+    wi = tl.where(singular, 1.0, qi)
+    nr, ni = _cmul(ar, ai, wr, wi)
+    er, ei = _cmul(cr, ci, wr, wi)
+    gr, gi = _cdiv(nr + br, ni + bi, er + dr, ei + di)
+    radius = tl.where(singular, 0.0, det / gap)
+    ok = singular | (radius < cert_tol * tl.sqrt(gr * gr + gi * gi))
+    return gr, gi, rmask & (zi > 0) & (cert_tol >= 0) & ok
+
+
+@triton.jit
 def _fwd_step(g_row, i, s_gn, a, beta, gr, gi, zr, zi, rows, rmask, N):
     xr = a - zr - beta * gr
     xi = -zi - beta * gi
@@ -174,7 +214,8 @@ def _fwd_outputs(a_row, b_row, g_row, gr, gi, zr, zi, rows, rmask, start, N, s_a
 def _causal_fwd(a_ptr, beta_ptr, zr_ptr, zi_ptr, g_ptr, last_ptr, flag_ptr, ticket_ptr,
                 R, N, n_chunks, n_rb, inner, s_a0, s_a1, s_an, s_b0, s_b1, s_bn, s_g0, s_g1, s_gn,
                 beta_const, cert_tol,
-                HAS_BETA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_ROWS: tl.constexpr, HALO: tl.constexpr):
+                HAS_BETA: tl.constexpr, CHUNK: tl.constexpr, BLOCK_ROWS: tl.constexpr, HALO: tl.constexpr,
+                MAX_HALO: tl.constexpr):
     # Chunk-major tickets: a chunk's predecessor (same rows) always holds an earlier ticket.
     t = tl.atomic_add(ticket_ptr, 1)
     c = t // n_rb
@@ -193,24 +234,19 @@ def _causal_fwd(a_ptr, beta_ptr, zr_ptr, zi_ptr, g_ptr, last_ptr, flag_ptr, tick
         ar, ai, br, bi, cr, ci, dr, di = _mobius_map(a_row, b_row, zr.to(tl.float64), zi.to(tl.float64), rows,
                                                      rmask, h0, start - h0, N, s_an, s_bn, beta_const,
                                                      HAS_BETA, BLOCK_ROWS)
-        # T maps the upper half plane onto the disk with centre T(-conj(D / C)) and radius
-        # |AD - BC| / |C conj(D) - conj(C) D|; the entering g lies inside it. A singular T (a zero coupling
-        # in the halo, or position 0 in it) is constant: its value anywhere, e.g. at i, is exact.
-        d1r, d1i = _cmul(ar, ai, dr, di)
-        d2r, d2i = _cmul(br, bi, cr, ci)
-        det = tl.sqrt((d1r - d2r) * (d1r - d2r) + (d1i - d2i) * (d1i - d2i))
-        gap = 2.0 * tl.abs(ci * dr - cr * di)  # |C conj(D) - conj(C) D| = 2 |Im(C conj(D))|
-        singular = det == 0
-        qr, qi = _cdiv(dr, di, tl.where(singular, 1.0, cr), ci)
-        wr = tl.where(singular, 0.0, -qr)
-        wi = tl.where(singular, 1.0, qi)
-        nr, ni = _cmul(ar, ai, wr, wi)
-        er, ei = _cmul(cr, ci, wr, wi)
-        gin_r, gin_i = _cdiv(nr + br, ni + bi, er + dr, ei + di)
-        radius = tl.where(singular, 0.0, det / gap)
-        # NaN or infinite radii fail the strict test and wait; so does Im z <= 0 (no invariant half plane).
-        ok = rmask & (zi > 0) & (radius < cert_tol * tl.sqrt(gin_r * gin_r + gin_i * gin_i))
-        certified = ok | (rmask & ((rows * 0 + h0) == 0))
+        gin_r, gin_i, ok = _certificate(ar, ai, br, bi, cr, ci, dr, di, zi, rmask, cert_tol)
+        # Rows left uncertified extend their halo back, 4x longer each round, before they resort to waiting.
+        h = h0
+        while (tl.sum((rmask & ~ok).to(tl.int32)) > 0) & (h > 0) & (start - h < MAX_HALO):
+            h1 = tl.maximum(h - 3 * (start - h), 0)
+            pr, pi, qr, qi, ur, ui, vr, vi = _mobius_map(a_row, b_row, zr.to(tl.float64), zi.to(tl.float64), rows,
+                                                         rmask, h1, h - h1, N, s_an, s_bn, beta_const,
+                                                         HAS_BETA, BLOCK_ROWS)
+            ar, ai, br, bi, cr, ci, dr, di = _matmul(ar, ai, br, bi, cr, ci, dr, di, pr, pi, qr, qi, ur, ui, vr, vi)
+            ar, ai, br, bi, cr, ci, dr, di = _pow2_rescale(ar, ai, br, bi, cr, ci, dr, di)
+            gin_r, gin_i, ok = _certificate(ar, ai, br, bi, cr, ci, dr, di, zi, rmask, cert_tol)
+            h = h1
+        certified = ok
         # The other rows wait for the predecessor's last g (no-ops when every row is certified).
         waiting = rmask & ~certified
         prev = flag_ptr + rows * n_chunks + c - 1
@@ -444,8 +480,8 @@ def causal_forward(a: torch.Tensor, beta, z: torch.Tensor, chunk: int | None = N
     """a (outer, inner, N) float32, any strides; beta the same shape (beta[..., 0] ignored) or a float
     (constant b^2 >= 0); z (outer * inner,) complex with Im z > 0. Returns g (outer, inner, N) complex64 in
     a's memory order; with return_flags also the (rows, chunks) int32 flags: 1 where a chunk started from
-    its certificate (or is the first), 2 where it waited for its predecessor. With cert_tol = 0 every chunk whose
-    halo does not reach position 0 waits."""
+    its certificate (or is the first), 2 where it waited for its predecessor. cert_tol < 0 makes every chunk after the
+    first wait (for tests)."""
     O, H, N = a.shape
     R = O * H
     chunk = _check_chunk(chunk or CHUNK)
@@ -462,7 +498,7 @@ def causal_forward(a: torch.Tensor, beta, z: torch.Tensor, chunk: int | None = N
         a, beta_t, zr, zi, g, last, sync, sync[R * n_chunks:], R, N, n_chunks, n_rb, H,
         *a.stride(), *beta_t.stride(), *g.stride()[:3], 0.0 if has_beta else float(beta),
         CERT_TOL if cert_tol is None else cert_tol,
-        HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, HALO=HALO, num_warps=_warps(rows_per_block))
+        HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, HALO=HALO, MAX_HALO=MAX_HALO, num_warps=_warps(rows_per_block))
     g = torch.view_as_complex(g)
     return (g, sync[:R * n_chunks].view(R, n_chunks)) if return_flags else g
 
