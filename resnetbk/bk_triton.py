@@ -469,10 +469,14 @@ def _empty_like_order(a: torch.Tensor, trailing: tuple = (), dtype=torch.float32
     return t.permute(inverse)
 
 
-def _check_chunk(chunk: int) -> int:
+def _grid(shape, chunk: int | None, block_rows: int | None):
+    """(rows, chunk, chunks per row, rows per program, row blocks) for an (outer, inner, N) tensor."""
+    chunk = chunk or CHUNK
     if chunk <= 0 or chunk % GROUP:
         raise ValueError(f"chunk must be a positive multiple of {GROUP}, got {chunk}")
-    return chunk
+    rows = shape[0] * shape[1]
+    rows_per_block = block_rows or _block_rows(rows)
+    return rows, chunk, triton.cdiv(shape[2], chunk), rows_per_block, triton.cdiv(rows, rows_per_block)
 
 
 def causal_forward(a: torch.Tensor, beta, z: torch.Tensor, chunk: int | None = None,
@@ -480,14 +484,10 @@ def causal_forward(a: torch.Tensor, beta, z: torch.Tensor, chunk: int | None = N
     """a (outer, inner, N) float32, any strides; beta the same shape (beta[..., 0] ignored) or a float
     (constant b^2 >= 0); z (outer * inner,) complex with Im z > 0. Returns g (outer, inner, N) complex64 in
     a's memory order; with return_flags also the (rows, chunks) int32 flags: 1 where a chunk started from
-    its certificate (or is the first), 2 where it waited for its predecessor. cert_tol < 0 makes every chunk after the
-    first wait (for tests)."""
-    O, H, N = a.shape
-    R = O * H
-    chunk = _check_chunk(chunk or CHUNK)
-    n_chunks = triton.cdiv(N, chunk)
-    rows_per_block = block_rows or _block_rows(R)
-    n_rb = triton.cdiv(R, rows_per_block)
+    its certificate (or is the first), 2 where it waited for its predecessor. cert_tol < 0 makes every
+    chunk after the first wait (for tests)."""
+    H, N = a.shape[1:]
+    R, chunk, n_chunks, rows_per_block, n_rb = _grid(a.shape, chunk, block_rows)
     has_beta = isinstance(beta, torch.Tensor)
     beta_t = beta if has_beta else a
     zr, zi = z.real.float().contiguous(), z.imag.float().contiguous()
@@ -498,7 +498,8 @@ def causal_forward(a: torch.Tensor, beta, z: torch.Tensor, chunk: int | None = N
         a, beta_t, zr, zi, g, last, sync, sync[R * n_chunks:], R, N, n_chunks, n_rb, H,
         *a.stride(), *beta_t.stride(), *g.stride()[:3], 0.0 if has_beta else float(beta),
         CERT_TOL if cert_tol is None else cert_tol,
-        HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, HALO=HALO, MAX_HALO=MAX_HALO, num_warps=_warps(rows_per_block))
+        HAS_BETA=has_beta, CHUNK=chunk, BLOCK_ROWS=rows_per_block, HALO=HALO, MAX_HALO=MAX_HALO,
+        num_warps=_warps(rows_per_block))
     g = torch.view_as_complex(g)
     return (g, sync[:R * n_chunks].view(R, n_chunks)) if return_flags else g
 
@@ -508,12 +509,8 @@ def causal_backward(g: torch.Tensor, grad_g: torch.Tensor, beta, need_beta: bool
     """g, grad_g (outer, inner, N) complex; beta as in causal_forward. Returns (grad_a float32 in g's
     memory order, grad_beta in beta's memory order or None, grad_z (outer * inner,) complex64).
     lookback_test (tests only): 1 hides every other chunk's mu, 2 all of them, forcing the look-back."""
-    O, H, N = g.shape
-    R = O * H
-    chunk = _check_chunk(chunk or CHUNK)
-    n_chunks = triton.cdiv(N, chunk)
-    rows_per_block = block_rows or _block_rows(R)
-    n_rb = triton.cdiv(R, rows_per_block)
+    H, N = g.shape[1:]
+    R, chunk, n_chunks, rows_per_block, n_rb = _grid(g.shape, chunk, block_rows)
     has_beta = isinstance(beta, torch.Tensor)
     g_real = torch.view_as_real(g)
     gbar = torch.view_as_real(grad_g.to(torch.complex64).resolve_conj())

@@ -8,8 +8,8 @@ sizes the issue names.
 
 import pytest
 import torch
-
 from conftest import HAS_CUDA
+
 from resnetbk import bk_triton
 from resnetbk.bk_core import resolvent_diagonal
 
