@@ -9,9 +9,10 @@ program per (block of rows, chunk), each reading its inputs once and writing its
 Forward. A chunk needs the g entering it. Im z > 0 and beta >= 0 keep every g in the upper half plane, and
 the map T of the HALO positions before the chunk sends the whole upper half plane into a disk: its centre
 is the entering g to within the disk's radius, a certificate computed from T alone (float64). Where the
-radius is below CERT_TOL x |centre| (strongly contracting rows: large Im z, disordered potentials) the
-chunk starts at once. Elsewhere it waits for its predecessor's last g, as the sequential recursion would.
-Either way the chunk then runs the float32 recursion and publishes its last g.
+radius is below CERT_TOL x |centre| (contracting rows: large Im z, disordered potentials) the chunk
+starts at once. Elsewhere the halo grows 4x per round up to MAX_HALO, and if that fails too the chunk
+waits for its predecessor's last g, as the sequential recursion would. Either way the chunk then runs
+the float32 recursion and publishes its last g.
 
 Backward. The adjoint is a linear recurrence run from the end:
   mu_i = k_i + m_i mu_{i+1},  k_i = conj(g_i^2) gbar_i,  m_i = beta_{i+1} conj(g_i^2),
