@@ -231,8 +231,9 @@ def _causal_fwd(a_ptr, beta_ptr, zr_ptr, zi_ptr, g_ptr, last_ptr, flag_ptr, tick
     gin_i = tl.zeros([BLOCK_ROWS], tl.float64)
     certified = rmask
     if c > 0:
+        zr64, zi64 = zr.to(tl.float64), zi.to(tl.float64)
         h0 = tl.maximum(start - HALO, 0)
-        ar, ai, br, bi, cr, ci, dr, di = _mobius_map(a_row, b_row, zr.to(tl.float64), zi.to(tl.float64), rows,
+        ar, ai, br, bi, cr, ci, dr, di = _mobius_map(a_row, b_row, zr64, zi64, rows,
                                                      rmask, h0, start - h0, N, s_an, s_bn, beta_const,
                                                      HAS_BETA, BLOCK_ROWS)
         gin_r, gin_i, ok = _certificate(ar, ai, br, bi, cr, ci, dr, di, zi, rmask, cert_tol)
@@ -240,7 +241,7 @@ def _causal_fwd(a_ptr, beta_ptr, zr_ptr, zi_ptr, g_ptr, last_ptr, flag_ptr, tick
         h = h0
         while (tl.sum((rmask & ~ok).to(tl.int32)) > 0) & (h > 0) & (start - h < MAX_HALO):
             h1 = tl.maximum(h - 3 * (start - h), 0)
-            pr, pi, qr, qi, ur, ui, vr, vi = _mobius_map(a_row, b_row, zr.to(tl.float64), zi.to(tl.float64), rows,
+            pr, pi, qr, qi, ur, ui, vr, vi = _mobius_map(a_row, b_row, zr64, zi64, rows,
                                                          rmask, h1, h - h1, N, s_an, s_bn, beta_const,
                                                          HAS_BETA, BLOCK_ROWS)
             ar, ai, br, bi, cr, ci, dr, di = _matmul(ar, ai, br, bi, cr, ci, dr, di, pr, pi, qr, qi, ur, ui, vr, vi)
@@ -391,22 +392,17 @@ def _causal_bwd(g_ptr, gbar_ptr, beta_ptr, grad_a_ptr, grad_beta_ptr, grad_z_ptr
     own = rows * n_chunks + c
     in_r = tl.zeros([BLOCK_ROWS], tl.float64)  # mu_N = 0 enters the last chunk
     in_i = tl.zeros([BLOCK_ROWS], tl.float64)
-    if LOOKBACK_TEST > 0:
+    j = c + 1
+    has_next = rmask & ((rows * 0 + j) < n_chunks)
+    f = tl.where(has_next, tl.atomic_add(flag_ptr + rows * n_chunks + j, 0, mask=has_next), 2)
+    if (tl.min(f) < 2) | (LOOKBACK_TEST > 0):
+        # The next chunk's mu is not out yet: publish this chunk's map for the chunks before it.
         tl.store(agg_ptr + own * 4, Ar, mask=rmask)
         tl.store(agg_ptr + own * 4 + 1, Ai, mask=rmask)
         tl.store(agg_ptr + own * 4 + 2, Br, mask=rmask)
         tl.store(agg_ptr + own * 4 + 3, Bi, mask=rmask)
         tl.atomic_xchg(flag_ptr + own, 1, mask=rmask)
     if c < n_chunks - 1:
-        j = c + 1
-        f = tl.where(rmask, tl.atomic_add(flag_ptr + rows * n_chunks + j, 0, mask=rmask), 2)
-        if (tl.min(f) < 2) & (LOOKBACK_TEST == 0):
-            # The successor's mu is not out yet: publish this chunk's map for the chunks before it.
-            tl.store(agg_ptr + own * 4, Ar, mask=rmask)
-            tl.store(agg_ptr + own * 4 + 1, Ai, mask=rmask)
-            tl.store(agg_ptr + own * 4 + 2, Br, mask=rmask)
-            tl.store(agg_ptr + own * 4 + 3, Bi, mask=rmask)
-            tl.atomic_xchg(flag_ptr + own, 1, mask=rmask)
         # mu entering this chunk = P x_j + Q, with x_j the mu at the start of chunk j.
         Pr = tl.full([BLOCK_ROWS], 1.0, tl.float64)
         Pi = tl.zeros([BLOCK_ROWS], tl.float64)

@@ -91,14 +91,19 @@ def random_rows(n, im_z, rows=4, seed=0):
     return a.to(DEVICE), beta.to(DEVICE), z.to(DEVICE)
 
 
+def reference_of(a, beta, z):
+    """The float64 reference for random_rows' (a, beta = b^2, z)."""
+    return resolvent_diagonal(a.double().cpu(), beta[..., 1:].sqrt().double().cpu(), z.cpu().to(torch.complex128)[None],
+                              backend="reference")
+
+
 @pytest.mark.parametrize("im_z", [1.0, 0.01])
 def test_forward_certified_and_waiting_chunks_agree_with_the_reference(im_z, monkeypatch):
     """Chunks start from the halo's certificate where it holds and wait for their predecessor otherwise;
     both give the sequential answer. cert_tol < 0 makes every chunk after the first wait."""
     monkeypatch.setattr(bk_triton, "MAX_HALO", bk_triton.HALO)  # no halo extension: waiting must happen
     a, beta, z = random_rows(96, im_z)
-    ref = resolvent_diagonal(a.double().cpu(), beta[..., 1:].sqrt().double().cpu(), z.cpu().to(torch.complex128)[None],
-                             backend="reference")
+    ref = reference_of(a, beta, z)
     for tol in (bk_triton.CERT_TOL, -1.0):
         g, flags = bk_triton.causal_forward(a, beta, z, cert_tol=tol, return_flags=True)
         assert rel(torch.view_as_real(g), torch.view_as_real(ref)) < 1e-5
@@ -116,8 +121,7 @@ def test_forward_certified_and_waiting_chunks_agree_with_the_reference(im_z, mon
 def test_uncertified_rows_extend_their_halo_instead_of_waiting():
     """With a halo too short for Im z = 0.01, extension (4x per round, up to MAX_HALO) certifies every chunk."""
     a, beta, z = random_rows(96, 0.01)
-    ref = resolvent_diagonal(a.double().cpu(), beta[..., 1:].sqrt().double().cpu(), z.cpu().to(torch.complex128)[None],
-                             backend="reference")
+    ref = reference_of(a, beta, z)
     g, flags = bk_triton.causal_forward(a, beta, z, cert_tol=0.0, return_flags=True)  # only rank-one maps certify
     assert (flags == 1).all()
     assert rel(torch.view_as_real(g), torch.view_as_real(ref)) < 1e-5
