@@ -130,8 +130,12 @@ def _as_z_tensor(z, batch_shape: torch.Size, a: torch.Tensor) -> torch.Tensor:
         zt = torch.tensor(complex(z), dtype=cdtype, device=a.device)
     else:
         raise TypeError(f"z must be a complex number or tensor, got {type(z).__name__}")
-    if bool((zt.imag <= 0).any()):
-        raise ValueError("Im z must be > 0 (the resolvent is only bounded off the real axis)")
+    message = "Im z must be > 0 (the resolvent is only bounded off the real axis)"
+    if zt.is_cuda:
+        # Checked on the device: a host check would stall the CPU at every layer until the GPU caught up.
+        torch._assert_async((zt.imag > 0).all(), message)
+    elif bool((zt.imag <= 0).any()):
+        raise ValueError(message)
     try:
         return torch.broadcast_to(zt, batch_shape)
     except RuntimeError:
@@ -157,6 +161,9 @@ def _coupling_squares(b, a: torch.Tensor):
     return beta
 
 
+# Outside torch.compile graphs: inductor has no complex-number code generation, and it failed to compile
+# the Triton kernels (bk_triton) when it traced into them (torch 2.11, H100).
+@torch.compiler.disable
 def resolvent_diagonal(a: torch.Tensor, b, z, causal: bool = True, backend: str = "auto") -> torch.Tensor:
     """Diagonal of the resolvent of the tridiagonal H(a, b) at spectral shift z, shape (..., N).
 

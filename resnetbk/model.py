@@ -18,11 +18,15 @@ import torch.nn.functional as F
 from .bk_core import resolvent_diagonal
 from .config import ModelConfig
 
+# torch 2.13 names it F.grouped_mm; older releases (2.8-2.11, the GPU image's) only have the private name.
+grouped_mm = getattr(F, "grouped_mm", None) or torch._grouped_mm
+
 H0_DIAGONAL = -2.0  # diagonal of the discrete Laplacian H0 = tridiag(1, -2, 1)
-# Expert batches are padded to a multiple of this many rows. BLAS switches kernels (and so rounding) for
-# very small row counts; with padding, a token's expert output does not depend on how many other tokens
-# chose that expert, which keeps the model exactly causal: changing token t+1 cannot move logits <= t
-# through a different GEMM path.
+# On the padded MoE path (CPU, fp16, fp32) expert batches are padded to a multiple of this many rows. BLAS
+# switches kernels (and so rounding) for very small row counts; with padding, a token's expert output does
+# not depend on how many other tokens chose that expert, which keeps the model exactly causal: changing
+# token t+1 cannot move logits <= t through a different GEMM path. (The grouped GEMM picks its kernel from
+# the total row count, which routing does not change; tests/test_model.py checks both on a GPU.)
 MOE_ROW_BLOCK = 32
 
 
@@ -109,6 +113,8 @@ class MoE(nn.Module):
     tensors: DeepSpeed does per-tensor work in backward and in the optimizer step, and one tensor per
     expert and layer made ResNet-BK's optimizer step twice GPT's at the same size (docs/performance.md).
     Under ZeRO-3 the stacked tensors are gathered when this module runs, whichever experts get tokens.
+    In bf16 on a GPU the experts run as two grouped GEMMs with no host synchronisation (uses_grouped_gemm);
+    elsewhere one expert at a time.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -125,10 +131,6 @@ class MoE(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.register_buffer("last_load", torch.zeros(e), persistent=False)
 
-    def expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        h = F.gelu(F.linear(x, self.fc_weight[e], self.fc_bias[e]))
-        return self.dropout(F.linear(h, self.proj_weight[e], self.proj_bias[e]))
-
     def forward(self, x: torch.Tensor):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
@@ -137,24 +139,49 @@ class MoE(nn.Module):
         if self.top_k > 1:
             gate = gate / gate.sum(-1, keepdim=True)
         n_experts = probs.shape[-1]
-        counts = torch.bincount(choice.flatten(), minlength=n_experts)
-        load = counts.float() / choice.numel()
+        slots = choice.flatten()
+        # Not bincount: on CUDA it reads the largest index to the host.
+        counts = torch.zeros(n_experts, dtype=torch.long, device=x.device).scatter_add_(0, slots, torch.ones_like(slots))
+        load = counts.float() / slots.numel()
         balance_loss = n_experts * torch.sum(load * probs.mean(0))
         self.last_load = load.detach()
-        # (token, slot) pairs grouped by expert, in (token, slot) order within each group. The group sizes
-        # are read to the host once per layer: one synchronisation instead of one per expert.
-        order = torch.argsort(choice.flatten(), stable=True)
-        gate_sorted = gate.flatten()[order]
-        out = torch.zeros_like(flat)
-        start = 0
-        for e, count in enumerate(counts.tolist()):
-            token = order[start:start + count] // self.top_k
-            rows = flat[token]
-            pad = -count % MOE_ROW_BLOCK
-            y = self.expert(e, F.pad(rows, (0, 0, 0, pad)))[:count] * gate_sorted[start:start + count, None].to(flat.dtype)
-            out.index_add_(0, token, y)
-            start += count
+        # (token, slot) pairs grouped by expert, in (token, slot) order within each group.
+        order = torch.argsort(slots, stable=True)
+        rows = flat[order // self.top_k]
+        if uses_grouped_gemm(rows):
+            y = self._experts_grouped(rows, counts, slots[order])
+        else:
+            y = self._experts_padded(rows, counts)
+        # Back to (token, slot) order; each token's output is the gate-weighted sum over its k slots.
+        y = torch.empty_like(y).index_copy(0, order, y).view(-1, self.top_k, shape[-1])
+        out = (y * gate.to(y.dtype)[..., None]).sum(1)
         return out.reshape(shape), balance_loss
+
+    def _experts_grouped(self, rows, counts, expert_of_row):
+        """All experts in two grouped GEMMs; the group sizes stay on the GPU, so nothing waits for the host."""
+        ends = counts.cumsum(0).to(torch.int32)
+        h = grouped_mm(rows, self.fc_weight.transpose(1, 2), offs=ends) + F.embedding(expert_of_row, self.fc_bias)
+        y = grouped_mm(F.gelu(h), self.proj_weight.transpose(1, 2), offs=ends) + F.embedding(expert_of_row, self.proj_bias)
+        return self.dropout(y)
+
+    def _experts_padded(self, rows, counts):
+        """One expert at a time, each batch padded to MOE_ROW_BLOCK rows; the group sizes are read to the host
+        once per layer."""
+        out, start = [], 0
+        for e, count in enumerate(counts.tolist()):
+            block = F.pad(rows[start:start + count], (0, 0, 0, -count % MOE_ROW_BLOCK))
+            h = F.gelu(F.linear(block, self.fc_weight[e], self.fc_bias[e]))
+            out.append(F.linear(h, self.proj_weight[e], self.proj_bias[e])[:count])
+            start += count
+        return self.dropout(torch.cat(out))
+
+
+def uses_grouped_gemm(x: torch.Tensor) -> bool:
+    """Whether MoE runs its experts as grouped GEMMs: bf16 on a CUDA GPU of compute capability >= 8.0, where
+    torch's grouped GEMM kernel exists. Elsewhere (CPU, fp16, fp32) torch's grouped_mm falls back to one
+    matrix product per group, whose rounding can depend on the group's row count, so the padded per-expert
+    path keeps a token's output independent of other tokens' routing."""
+    return x.is_cuda and x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (8, 0)
 
 
 class DeepSpeedMoE(nn.Module):

@@ -1,5 +1,7 @@
 """Model-level properties: causality, MoE router gradient, load-balancing loss, build_model API."""
 
+import copy
+
 import pytest
 import torch
 
@@ -122,3 +124,116 @@ def test_flops_agree_with_deepspeeds_flops_profiler(arch, selective):
     if arch == "gpt":
         ours += cfg.n_layers * 2 * 2 * cfg.d_model * (n - 1) / 2  # the masked half the profiler counts too
     assert 1.0 <= measured / ours <= 1.08, (measured, ours)
+
+
+def dense_moe_reference(moe, x):
+    """Every token through every expert in float64 (moe is a float64 copy), weighted by its top-k router
+    probabilities (renormalised when k > 1)."""
+    flat = x.double().reshape(-1, x.shape[-1])
+    probs = torch.softmax(moe.router(flat), -1)
+    gate, choice = probs.topk(moe.top_k, -1)
+    if moe.top_k > 1:
+        gate = gate / gate.sum(-1, keepdim=True)
+    h = torch.nn.functional.gelu(torch.einsum("td,efd->tef", flat, moe.fc_weight) + moe.fc_bias)
+    y = torch.einsum("tef,edf->ted", h, moe.proj_weight) + moe.proj_bias  # (T, E, d)
+    picked = y.gather(1, choice[..., None].expand(-1, -1, y.shape[-1]))
+    return (picked * gate[..., None]).sum(1).reshape(x.shape)
+
+
+@pytest.mark.parametrize("path", ["padded", "grouped"])
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_moe_paths_match_a_dense_float64_reference(monkeypatch, path, top_k):
+    """Both expert paths, forward and backward. On CPU the grouped path runs torch's grouped_mm fallback: it
+    checks the sorting, offsets, bias gathering and un-sorting around the GEMMs that the GPU path shares."""
+    import resnetbk.model as model_module
+
+    monkeypatch.setattr(model_module, "uses_grouped_gemm", lambda x: path == "grouped")
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=16, ffn_hidden=24, n_layers=2, moe_experts=4, moe_top_k=top_k)
+    moe = model_module.MoE(cfg)
+    with torch.no_grad():  # non-zero biases, so that a bias given to the wrong expert shows
+        moe.fc_bias.normal_()
+        moe.proj_bias.normal_()
+    ref_moe = copy.deepcopy(moe).double()
+    x = torch.randn(3, 37, 16, requires_grad=True)  # 111 tokens: group sizes that are not multiples of anything
+    x64 = x.detach().double().requires_grad_()
+    out, _ = moe(x)
+    reference = dense_moe_reference(ref_moe, x64)
+    assert torch.allclose(out.double(), reference, atol=1e-5)
+
+    def weights(m):
+        return [m.fc_weight, m.fc_bias, m.proj_weight, m.proj_bias, m.router.weight]
+    grads = torch.autograd.grad(out.sum(), [x, *weights(moe)])
+    ref_grads = torch.autograd.grad(reference.sum(), [x64, *weights(ref_moe)])
+    for name, g, r in zip(["x", "fc_weight", "fc_bias", "proj_weight", "proj_bias", "router"], grads, ref_grads):
+        assert torch.allclose(g.double(), r, atol=1e-4), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_grouped_moe_on_gpu_matches_the_padded_path_in_bf16(monkeypatch):
+    """The CUTLASS grouped GEMMs against one GEMM per expert, same bf16 weights and routing: outputs and
+    gradients agree to bf16 rounding."""
+    import resnetbk.model as model_module
+
+    torch.manual_seed(0)
+    moe = model_module.MoE(ModelConfig(d_model=256, ffn_hidden=512, n_layers=2, moe_experts=4, moe_top_k=2))
+    moe = moe.cuda().bfloat16()
+    with torch.no_grad():
+        moe.fc_bias.normal_(std=0.1)
+        moe.proj_bias.normal_(std=0.1)
+    x = torch.randn(4, 1000, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    assert model_module.uses_grouped_gemm(x)
+    results = []
+    for grouped in (True, False):
+        monkeypatch.setattr(model_module, "uses_grouped_gemm", lambda _, g=grouped: g)
+        out, _ = moe(x)
+        grads = torch.autograd.grad(out.float().square().sum(), [x, *moe.parameters()])
+        results.append([out, *grads])
+    for got, want in zip(*results):
+        assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 1e-2
+
+
+@pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
+def test_compiled_blocks_give_the_same_loss_and_gradients(arch):
+    """torch.compile (benchmarks/profile_step.py --compile) captures each block, the BK resolvent left outside
+    the graph. aot_eager runs the captured graphs without inductor's code generation: fast on CPU."""
+    torch.manual_seed(0)
+    model = build_model(arch, **SMALL)
+    tokens = torch.randint(0, 97, (2, 30))
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(tokens[:, :-1], tokens[:, 1:]).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    loss, grads = loss_and_grads()
+    for block in model.blocks:
+        block.compile(backend="aot_eager")
+    compiled_loss, compiled_grads = loss_and_grads()
+    assert torch.allclose(loss, compiled_loss, atol=1e-6)
+    for g, c in zip(grads, compiled_grads):
+        assert torch.allclose(g, c, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bf16_model_on_gpu_is_exactly_causal():
+    """The GPU path (grouped GEMMs, Triton resolvent, bf16): changing token t+1 moves the routing of later
+    tokens, and so the group sizes of the grouped GEMMs, but leaves every logit up to t bitwise unchanged."""
+    from resnetbk.model import uses_grouped_gemm
+
+    torch.manual_seed(0)
+    model = build_model("resnetbk", vocab_size=97, d_model=64, n_layers=2, n_heads=4, ffn_hidden=128,
+                        max_seq_len=600).cuda().bfloat16().eval()
+    assert uses_grouped_gemm(model.embed.weight)
+    tokens = torch.randint(0, 97, (2, 600), device="cuda")
+    with torch.no_grad():
+        before = model(tokens)
+        for t in (0, 255, 256, 400, 598):
+            changed = tokens.clone()
+            changed[:, t + 1] = (changed[:, t + 1] + 1) % 97
+            after = model(changed)
+            assert torch.equal(before[:, : t + 1], after[:, : t + 1]), t
+            assert not torch.equal(before[:, t + 1], after[:, t + 1]), t
