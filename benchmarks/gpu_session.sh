@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_session.sh largest           # one GPU: 1b, 3b, 7b under zero3-offload, a few steps
 #   bash benchmarks/gpu_session.sh multi             # all GPUs: zero2/zero3 at 1..N GPUs, equal global batch
 #   bash benchmarks/gpu_session.sh faults            # one GPU: start-up OOM retry; kill at step 17, resume, export
-#   PRESETS=small bash benchmarks/gpu_session.sh archs  # one GPU: ResNet-BK vs GPT tokens/s at N = 1k, 4k, 16k
+#   PRESETS=small bash benchmarks/gpu_session.sh archs  # one GPU: ResNet-BK vs GPT tokens/s at N = 1k-16k
+#     (then: python benchmarks/plot_throughput.py $OUT/arch_throughput_*.json --out arch.svg)
 # Results (JSON) go to $OUT (default /tmp/out).
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
@@ -56,10 +57,11 @@ EOF
       done
       ;;
     multi)
+      # Session 6 measured 1 and 2 GPUs this way (docs/performance.md); sessions 2-3 used micro-batch 16, 50 steps.
       counts=$(seq -s, 1 "$NGPUS")
-      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "$counts" --steps 50 \
-        --strategies zero2,zero3 --out "$OUT/multi_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=16 \
-        train.global_batch=$((16 * NGPUS))
+      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "$counts" --steps 30 \
+        --strategies zero2,zero3 --out "$OUT/multi_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=32 \
+        train.global_batch=$((32 * NGPUS))
       # DeepSpeed's MoE layer with experts split over the GPUs (all-to-all over NCCL).
       python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "$NGPUS" --steps 50 --strategies zero2 \
         --out "$OUT/moe_ep_${NGPUS}gpu.json" "${KJV[@]}" model.moe_impl=deepspeed model.moe_ep_size="$NGPUS" \
@@ -77,8 +79,9 @@ EOF
         train.eval_max_batches=4 optim.warmup_steps=5 || true
       ;;
     archs)
-      # ResNet-BK vs GPT at equal parameters, sequence lengths 1024-16384 (PRESETS=small,base by default).
-      python3 benchmarks/arch_throughput.py --presets "${PRESETS:-small,base}" --seq-lens 1024,4096,16384 \
+      # ResNet-BK vs GPT at equal parameters, sequence lengths 1024-16384 (PRESETS=small,base by default;
+      # one preset per call fits the device tool's 10-minute limit).
+      python3 benchmarks/arch_throughput.py --presets "${PRESETS:-small,base}" --seq-lens 1024,2048,4096,16384 --steps 30 \
         --out "$OUT/arch_throughput_$(echo "${PRESETS:-small,base}" | tr , _).json" "${KJV[@]}" \
         data.val=data/kjv/train || true  # the held-out books are shorter than 16385 tokens each
       ;;
