@@ -50,19 +50,19 @@ def main() -> int:
                 row = {"preset": preset, "arch": arch, "seq_len": seq, **run_one(args, 1, a.strategy)}
                 rows.append(row)
                 pair[arch] = row
+                if arch == "resnetbk" and row["ok"] and pair["gpt"]["ok"]:
+                    row["speedup_vs_gpt"] = row["tokens_per_sec"] / pair["gpt"]["tokens_per_sec"]
+                # Rewritten after every run: a time limit that stops the sweep keeps the rows measured so far.
+                with open(a.out, "w") as f:
+                    json.dump({"strategy": a.strategy, "steps": a.steps, "tokens_per_micro_step": a.tokens_per_micro_step,
+                               "overrides": a.overrides, "rows": rows}, f, indent=2)
                 if not row["ok"]:
                     print(f"{preset:<8} {arch:<9} {seq:>6} FAILED: {row['error']}", flush=True)
                     continue
-                ratio = ""
-                if arch == "resnetbk" and pair["gpt"]["ok"]:
-                    row["speedup_vs_gpt"] = row["tokens_per_sec"] / pair["gpt"]["tokens_per_sec"]
-                    ratio = f"{row['speedup_vs_gpt']:.2f}x"
+                ratio = f"{row['speedup_vs_gpt']:.2f}x" if "speedup_vs_gpt" in row else ""
                 mfu = f"{row['mfu']:.1%}" if row.get("mfu") is not None else "-"
                 print(f"{preset:<8} {arch:<9} {seq:>6} {row['micro_batch']:>5} {row['tokens_per_sec']:>9,.0f} "
                       f"{row['tflops_per_gpu']:>8.1f} {mfu:>6} {row['max_allocated_gib']:>8.1f} {ratio:>9}", flush=True)
-    with open(a.out, "w") as f:
-        json.dump({"strategy": a.strategy, "steps": a.steps, "tokens_per_micro_step": a.tokens_per_micro_step,
-                   "overrides": a.overrides, "rows": rows}, f, indent=2)
     return 0 if all(r["ok"] for r in rows) else 1
 
 
