@@ -26,8 +26,9 @@ def build_engine(model, micro_batch: int):
 
     from resnetbk.ds_config import load_strategy
     from resnetbk.optim import param_groups
+    from resnetbk.train import _single_process_env
 
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29517")
+    _single_process_env()
     ds = load_strategy(os.path.join(os.path.dirname(__file__), "..", "ds_configs", "h100", "zero2.json"))
     ds.update(train_micro_batch_size_per_gpu=micro_batch, train_batch_size=micro_batch, gradient_accumulation_steps=1,
               optimizer={"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.1}})

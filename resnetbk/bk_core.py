@@ -122,20 +122,22 @@ def _use_triton(a: torch.Tensor, backend: str) -> bool:
 
 def _as_z_tensor(z, batch_shape: torch.Size, a: torch.Tensor) -> torch.Tensor:
     cdtype = _complex_dtype(a.dtype)
+    message = "Im z must be > 0 (the resolvent is only bounded off the real axis)"
     if isinstance(z, torch.Tensor):
         if not z.is_complex():
             raise TypeError(f"z must be complex, got dtype {z.dtype}")
         zt = z.to(device=a.device, dtype=cdtype)
+        if zt.is_cuda:
+            # Checked on the device: a host check would stall the CPU at every layer until the GPU caught up.
+            torch._assert_async((zt.imag > 0).all(), message)
+        elif bool((zt.imag <= 0).any()):
+            raise ValueError(message)
     elif isinstance(z, (complex, float, int)):
+        if complex(z).imag <= 0:
+            raise ValueError(message)
         zt = torch.tensor(complex(z), dtype=cdtype, device=a.device)
     else:
         raise TypeError(f"z must be a complex number or tensor, got {type(z).__name__}")
-    message = "Im z must be > 0 (the resolvent is only bounded off the real axis)"
-    if zt.is_cuda:
-        # Checked on the device: a host check would stall the CPU at every layer until the GPU caught up.
-        torch._assert_async((zt.imag > 0).all(), message)
-    elif bool((zt.imag <= 0).any()):
-        raise ValueError(message)
     try:
         return torch.broadcast_to(zt, batch_shape)
     except RuntimeError:

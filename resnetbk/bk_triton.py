@@ -97,6 +97,15 @@ def _pow2_rescale(ar, ai, br, bi, cr, ci, dr, di):
 
 
 @triton.jit
+def _mobius_step_at(a_row, b_row, i, zr, zi, rows, rmask, N, s_an, s_bn, beta_const, ar, ai, br, bi, cr, ci, dr, di,
+                    HAS_BETA: tl.constexpr):
+    """_mobius_step with position i's alpha and beta loaded (i < N), in float64."""
+    alr = tl.load(a_row + i * s_an, mask=rmask, other=0.0).to(tl.float64) - zr
+    beta = _beta_at(b_row, i, s_bn, rows, rmask, N, beta_const, HAS_BETA).to(tl.float64)
+    return _mobius_step(ar, ai, br, bi, cr, ci, dr, di, alr, -zi, beta)
+
+
+@triton.jit
 def _mobius_map(a_row, b_row, zr, zi, rows, rmask, start, count, N, s_an, s_bn, beta_const,
                 HAS_BETA: tl.constexpr, BLOCK_ROWS: tl.constexpr):
     """The float64 map of positions [start, start + count) (all < N), as rows (A, B), (C, D)."""
@@ -104,21 +113,17 @@ def _mobius_map(a_row, b_row, zr, zi, rows, rmask, start, count, N, s_an, s_bn, 
     zero = tl.zeros([BLOCK_ROWS], tl.float64)
     ar, ai, br, bi = one, zero, zero, zero
     cr, ci, dr, di = zero, zero, one, zero
-    ali = -zi
     n_full = count // 8 * 8
     for j0 in range(0, n_full, 8):
         for u in tl.static_range(8):
-            i = start + j0 + u
-            alr = tl.load(a_row + i * s_an, mask=rmask, other=0.0).to(tl.float64) - zr
-            beta = _beta_at(b_row, i, s_bn, rows, rmask, N, beta_const, HAS_BETA).to(tl.float64)
-            ar, ai, br, bi, cr, ci, dr, di = _mobius_step(ar, ai, br, bi, cr, ci, dr, di, alr, ali, beta)
+            ar, ai, br, bi, cr, ci, dr, di = _mobius_step_at(a_row, b_row, start + j0 + u, zr, zi, rows, rmask, N,
+                                                             s_an, s_bn, beta_const, ar, ai, br, bi, cr, ci, dr, di,
+                                                             HAS_BETA)
         # Entries change by at most a factor of about |alpha| + beta per step: 8 steps stay far inside float64.
         ar, ai, br, bi, cr, ci, dr, di = _pow2_rescale(ar, ai, br, bi, cr, ci, dr, di)
     for j in range(n_full, count):
-        i = start + j
-        alr = tl.load(a_row + i * s_an, mask=rmask, other=0.0).to(tl.float64) - zr
-        beta = _beta_at(b_row, i, s_bn, rows, rmask, N, beta_const, HAS_BETA).to(tl.float64)
-        ar, ai, br, bi, cr, ci, dr, di = _mobius_step(ar, ai, br, bi, cr, ci, dr, di, alr, ali, beta)
+        ar, ai, br, bi, cr, ci, dr, di = _mobius_step_at(a_row, b_row, start + j, zr, zi, rows, rmask, N, s_an, s_bn,
+                                                         beta_const, ar, ai, br, bi, cr, ci, dr, di, HAS_BETA)
     return _pow2_rescale(ar, ai, br, bi, cr, ci, dr, di)
 
 
