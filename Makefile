@@ -43,7 +43,7 @@ demo: tiny
 #   make 7b HOSTFILE=hosts         several nodes (lines of "hostname slots=N"; passwordless ssh)
 #   make base ARGS='train.max_steps=5000 run_dir=runs/base-long'
 # `tiny` runs on 2 CPU ranks and the embedded corpus; the others read data/c4 (make data-c4) and keep
-# the strategy their preset names (zero3-offload for 3b and 7b).
+# the strategy their preset names (zero3-offload for 3b, zero3-offload-partial for 7b).
 GPUS_FOUND := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 NGPUS ?= $(if $(filter 0,$(GPUS_FOUND)),1,$(GPUS_FOUND))
 LAUNCH_ENV = PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHON=$(CURDIR)/$(PY) NGPUS=$(NGPUS) HOSTFILE=$(HOSTFILE)

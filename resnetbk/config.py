@@ -61,7 +61,8 @@ class TrainConfig:
     log_interval: int = 10
     eval_interval: int = 100  # a multiple of log_interval; the last step is always evaluated
     eval_max_batches: int = 0  # 0: the whole validation split
-    save_interval: int = 0  # 0: save only at the end
+    # 0: save only at the end; -1: never (benchmarks: a 7B model's checkpoint is about 100 GB)
+    save_interval: int = 0
     keep_checkpoints: int = 3  # newest complete checkpoints kept in run_dir/checkpoints; 0 keeps all
     # Steps whose gradients are not finite are skipped (DeepSpeed's overflow check; fp16's loss scaler);
     # this many in a row stops the run.
@@ -124,7 +125,8 @@ class DataConfig:
 class DeepSpeedConfig:
     # The engine strategy is ds_configs/<profile>/<strategy>.json, or the JSON file named by `config`.
     profile: str = "auto"  # auto: from the GPUs (cpu without CUDA); or a name in resnetbk/profiles.py
-    strategy: Optional[str] = None  # zero1, zero2, zero3, zero2-offload, zero3-offload, zero3-nvme; null: the profile's default
+    # zero1, zero2, zero3, zero2-offload, zero3-offload, zero3-offload-partial, zero3-nvme; null: the profile's default
+    strategy: Optional[str] = None
     config: Optional[str] = None  # a DeepSpeed JSON path; when set, profile and strategy are not used
     nvme_path: Optional[str] = None  # where zero3-nvme swaps (a writable directory on a local NVMe drive)
 
@@ -210,7 +212,7 @@ def _validate(cfg: RunConfig) -> None:
         _check(getattr(t, key) is None or getattr(t, key) >= 1, f"train.{key}", "must be >= 1 (or null)")
     _check(t.activation_checkpoint_interval >= 0, "train.activation_checkpoint_interval", "must be >= 0 (0: off)")
     _check(t.eval_max_batches >= 0, "train.eval_max_batches", "must be >= 0")
-    _check(t.save_interval >= 0, "train.save_interval", "must be >= 0")
+    _check(t.save_interval >= -1, "train.save_interval", "must be >= 0, or -1 (never save)")
     _check(t.keep_checkpoints >= 0, "train.keep_checkpoints", "must be >= 0 (0 keeps all)")
     _check(t.max_consecutive_skips >= 1, "train.max_consecutive_skips", "must be >= 1")
     _check(t.collective_timeout_min >= 1, "train.collective_timeout_min", "must be >= 1")

@@ -21,7 +21,8 @@ def param_groups(model, weight_decay: float):
     gradients over the expert-data-parallel group instead of all ranks, and finds them by these groups."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (decay if p.dim() >= 2 and not name.endswith("bias") else no_decay).append(p)
+        shape = getattr(p, "ds_shape", p.shape)  # a ZeRO-3 partitioned parameter's own shape is (0,)
+        (decay if len(shape) >= 2 and not name.endswith("bias") else no_decay).append(p)
     groups = [{"name": "decay", "params": decay, "weight_decay": weight_decay},
               {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
     if any(getattr(p, "allreduce", True) is False for p in model.parameters()):  # DeepSpeed's mark on experts
@@ -29,6 +30,21 @@ def param_groups(model, weight_decay: float):
 
         groups = split_params_into_different_moe_groups_for_optimizer(groups)
     return groups
+
+
+def share_partial_offload_groups(zero_optimizer) -> None:
+    """DeepSpeed 0.19.8's partial offload (offload_optimizer.ratio < 1) steps the GPU-resident sub-groups with a
+    torch AdamW of its own, built before the LR scheduler. Its group 0 is a new dict holding the initial lr, so
+    the schedule never reached it; groups 1.. are the CPU optimizer's own dicts. Group 0 is the decay group,
+    and the GPU sub-groups are the first ones, so without this the matrices on the GPU would train at a
+    constant lr with no warmup. Shares the CPU optimizer's group 0 (torch's defaults filled in) instead."""
+    backup = getattr(zero_optimizer, "backup_optimizer", None)
+    if backup is None:
+        return
+    group = zero_optimizer.optimizer.param_groups[0]
+    for key, value in backup.param_groups[0].items():
+        group.setdefault(key, value)
+    backup.param_groups[0] = group
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

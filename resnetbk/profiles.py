@@ -17,8 +17,14 @@ import sys
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional
 
-STRATEGIES = ("zero1", "zero2", "zero3", "zero2-offload", "zero3-offload", "zero3-nvme")
+STRATEGIES = ("zero1", "zero2", "zero3", "zero2-offload", "zero3-offload", "zero3-offload-partial", "zero3-nvme")
+GPU_ONLY_STRATEGIES = ("zero3-offload-partial", "zero3-nvme")
 NVME_PLACEHOLDER = "/local_nvme"  # replaced by deepspeed.nvme_path in the run config
+# zero3-offload-partial: parameters stay on the GPU; this share of the optimizer (fp32 master weights, Adam
+# moments and fp32 gradients, 16 bytes per parameter) goes to the host, the rest steps on the GPU (DeepSpeed's
+# partial offload, offload_optimizer.ratio). 0.7 fits the 7b preset (7.1B) on one 80 GB GPU with 128 GiB of host
+# memory, where zero3-offload needs about 20 bytes per parameter on the host (docs/performance.md).
+PARTIAL_OFFLOAD_RATIO = 0.7
 
 
 @dataclass(frozen=True)
@@ -56,9 +62,11 @@ FP16 = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale
 
 
 def strategy_names(profile: str) -> List[str]:
-    # CPU ranks have no NVMe offload path (DeepSpeed's async I/O op needs libaio and a GPU to stage into);
-    # stage 0 (plain data parallel) is kept for the CPU equivalence tests.
-    return ["zero0", *STRATEGIES[:-1]] if profile == "cpu" else list(STRATEGIES)
+    # CPU ranks have no NVMe offload path (DeepSpeed's async I/O op needs libaio and a GPU to stage into) and
+    # no GPU to keep part of the optimizer on; stage 0 (plain data parallel) is kept for the CPU equivalence tests.
+    if profile == "cpu":
+        return ["zero0", *(s for s in STRATEGIES if s not in GPU_ONLY_STRATEGIES)]
+    return list(STRATEGIES)
 
 
 def strategy_config(profile: str, strategy: str) -> dict:
@@ -82,6 +90,10 @@ def strategy_config(profile: str, strategy: str) -> dict:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
         if stage == 3:
             zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
+    if strategy.endswith("-partial"):
+        # Sub-groups of 1e8 elements (DeepSpeed's default is 1e9) are the granularity of the split.
+        zero.update(sub_group_size=int(1e8),
+                    offload_optimizer={"device": "cpu", "pin_memory": True, "ratio": PARTIAL_OFFLOAD_RATIO})
     if strategy.endswith("-nvme"):
         zero["offload_optimizer"] = {"device": "nvme", "nvme_path": NVME_PLACEHOLDER, "pin_memory": True,
                                      "buffer_count": 4, "fast_init": False}

@@ -102,6 +102,25 @@ def _single_process_env():
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 
 
+def construct_model(model_cfg, ds_config: dict):
+    """CausalLM; under ZeRO-3 built inside deepspeed.zero.Init.
+
+    There each module's weights are partitioned (and offloaded) as soon as the module is built, so no rank
+    ever holds the whole model (a 7B model built plainly is 28 GB of fp32 on every rank before ZeRO splits it).
+    DeepSpeed gathers the weights around module.apply, so CausalLM's initialisation still writes them, and
+    the weights equal those of a plain build from the same seed. mem_efficient_linear=False: otherwise
+    DeepSpeed replaces torch.nn.functional.linear for the rest of the process; plain autograd already
+    re-gathers weights for backward.
+    """
+    import deepspeed
+
+    from .model import CausalLM
+
+    stage = ds_config.get("zero_optimization", {}).get("stage", 0)
+    with deepspeed.zero.Init(config_dict_or_path=ds_config, mem_efficient_linear=False, enabled=stage == 3):
+        return CausalLM(model_cfg)
+
+
 class Trainer:
     def __init__(self, cfg, strategy: dict):
         import deepspeed
@@ -113,8 +132,11 @@ class Trainer:
         from .ds_config import build_ds_config
         from .flops import peak_tflops
         from .metrics import MetricsLogger
-        from .model import CausalLM
-        from .optim import lr_scheduler_factory, param_groups
+        from .optim import (
+            lr_scheduler_factory,
+            param_groups,
+            share_partial_offload_groups,
+        )
 
         self.cfg, self.torch, self.dist = cfg, torch, dist
         # DeepSpeed 0.19.8's ZeRO calls torch.distributed collectives that newer torch deprecates
@@ -143,12 +165,12 @@ class Trainer:
         self.train_difficulty = self.train_data.window_difficulty(metric) if metric else None
         self.train_ref_loss = self.train_data.window_difficulty("ref_loss") if cfg.data.active.score == "reducible" else None
 
-        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        model = CausalLM(cfg.model)
-        self.n_params = sum(p.numel() for p in model.parameters())
         self.peak_tflops = peak_tflops(torch.cuda.get_device_name(self.device)) if self.on_cuda else None
         self.strategy = strategy
         ds_config = build_ds_config(cfg, strategy, self.on_cuda)
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        model = construct_model(cfg.model, ds_config)
+        self.n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
         self.resume = self._prepare_resume(ds_config)
         if cfg.train.activation_checkpoint_interval:
             # Configured from the JSON's "activation_checkpointing" section (CPU checkpointing on small cards).
@@ -159,6 +181,7 @@ class Trainer:
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=param_groups(model, o.weight_decay), config=ds_config,
             lr_scheduler=lr_scheduler_factory(o.warmup_steps, cfg.train.max_steps, o.min_lr_ratio))
+        share_partial_offload_groups(self.engine.optimizer)
         self.global_batch = cfg.train.global_batch
         if self.is_main:
             os.makedirs(cfg.run_dir, exist_ok=True)
@@ -305,11 +328,12 @@ class Trainer:
                 self._log(record, start_step, t.max_steps)
                 last_time = time.time()  # tokens/s counts training time: evaluation and logging are left out
 
-            if t.save_interval and step % t.save_interval == 0 and not last:
+            if t.save_interval > 0 and step % t.save_interval == 0 and not last:
                 saving = time.time()
                 checkpoint.save(self.engine, cfg.run_dir, step, state, t.keep_checkpoints)
                 last_time += time.time() - saving  # and so are checkpoints
-        ckpt = checkpoint.save(self.engine, cfg.run_dir, state["step"], state, t.keep_checkpoints)
+        ckpt = checkpoint.save(self.engine, cfg.run_dir, state["step"], state, t.keep_checkpoints) \
+            if t.save_interval >= 0 else None
         if val_loss is None:  # resumed at the end: nothing trained, evaluate what was loaded
             val_loss = evaluate(self.engine, self.val_data, t.micro_batch, self.device, t.eval_max_batches)
         text = self._sample()
@@ -486,7 +510,7 @@ class Trainer:
             f"  metrics       {os.path.join(run, 'metrics.jsonl')}",
             f"  summary       {os.path.join(run, 'summary.json')}",
             f"  tensorboard   {tb}",
-            f"  checkpoint    {ckpt}",
+            f"  checkpoint    {ckpt or 'none (train.save_interval=-1)'}",
         ]), flush=True)
 
 

@@ -4,6 +4,12 @@ moe (2 ranks): does each MoE path train its router, and does the load-balancing 
 each (moe_impl, ZeRO stage), two fresh engines from the same seed: one takes an optimizer step on the balance
 loss alone, the other on the full loss. Writes, per path, how far the router and the experts' weights moved.
 
+zero3 (2 ranks): both architectures built by the trainer's construct_model under ZeRO-3 (deepspeed.zero.Init)
+against a plain build from the same seed. Writes, per architecture, the largest weight difference (gathered), the
+share of the weights each rank holds, and whether the weight-decay groups agree. Then an engine with DeepSpeed's
+partial optimizer offload and the trainer's LR schedule: the lr of each of its GPU-side optimizer's groups against
+the CPU optimizer's, over a few scheduler steps.
+
 checkpointing (1 rank): the gradients of both architectures with DeepSpeed activation checkpointing at
 intervals 1 and 2 against no checkpointing, dropout on. Writes the largest absolute difference per case.
 (CPU checkpointing is a GPU feature: on CPU ranks DeepSpeed 0.19.8's "copy to CPU" is a no-op and it then
@@ -94,15 +100,60 @@ def moe_probe(rank: int) -> dict:
     return results
 
 
+def zero3_probe(world: int) -> dict:
+    from resnetbk.train import construct_model
+
+    results = {}
+    ds = {"train_micro_batch_size_per_gpu": 1, "train_batch_size": world, "gradient_accumulation_steps": 1,
+          "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}}
+    for arch in ("resnetbk", "gpt"):
+        cfg = ModelConfig(arch=arch, vocab_size=64, max_seq_len=16, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64)
+        torch.manual_seed(3)
+        plain = CausalLM(cfg)
+        torch.manual_seed(3)
+        model = construct_model(cfg, ds)
+        params = list(model.parameters())
+        held = sum(p.ds_tensor.numel() for p in params) / sum(p.ds_numel for p in params)
+        empty = all(p.numel() == 0 for p in params)  # outside a gather no rank holds a whole weight
+        names = {id(p): n for n, p in model.named_parameters()} | {id(p): n for n, p in plain.named_parameters()}
+        groups = [[sorted(names[id(p)] for p in g["params"]) for g in param_groups(m, 0.1)] for m in (model, plain)]
+        with deepspeed.zero.GatheredParameters(params):
+            diff = max(float((a - b).abs().max()) for a, b in zip(plain.parameters(), params))
+            shapes_equal = [p.shape for p in plain.parameters()] == [p.shape for p in params]
+        results[arch] = {"max_abs_diff": diff, "shapes_equal": shapes_equal, "share_held": held,
+                         "partitioned": empty, "decay_groups_equal": groups[0] == groups[1]}
+    results["partial_offload"] = partial_offload_lrs(model, ds)
+    return results
+
+
+def partial_offload_lrs(model, ds: dict) -> dict:
+    from resnetbk.optim import lr_scheduler_factory, share_partial_offload_groups
+
+    zero = {**ds["zero_optimization"], "offload_optimizer": {"device": "cpu", "ratio": 0.5}}
+    config = {**ds, "zero_optimization": zero, "gradient_clipping": 1.0,
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "weight_decay": 0.1}}}
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.1), config=config,
+                                      lr_scheduler=lr_scheduler_factory(4, 10, 0.1))
+    share_partial_offload_groups(engine.optimizer)
+    lrs = {"cpu": [], "gpu_side": []}
+    for _ in range(3):
+        engine.lr_scheduler.step()
+        lrs["cpu"].append([g["lr"] for g in engine.optimizer.optimizer.param_groups])
+        lrs["gpu_side"].append([g["lr"] for g in engine.optimizer.backup_optimizer.param_groups])
+    return lrs
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("probe", choices=["moe", "checkpointing"])
+    parser.add_argument("probe", choices=["moe", "checkpointing", "zero3"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--local_rank", type=int, default=0)
     args = parser.parse_args()
     deepspeed.init_distributed()
     rank = torch.distributed.get_rank()
-    results = moe_probe(rank) if args.probe == "moe" else checkpointing_probe()
+    probes = {"moe": lambda: moe_probe(rank), "checkpointing": checkpointing_probe,
+              "zero3": lambda: zero3_probe(torch.distributed.get_world_size())}
+    results = probes[args.probe]()
     if rank == 0:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -30,6 +30,8 @@ def train(*args):
     ("data.tokenizer=configs/tiny.yaml", "not the tokenizer the shards were made with"),
     ("deepspeed.profile=h100", "no CUDA GPU"),
     ("deepspeed.strategy=zero3-nvme", "deepspeed.strategy"),
+    ("deepspeed.strategy=zero3-offload-partial", "profile 'cpu' has no strategy 'zero3-offload-partial'"),
+    ("train.save_interval=-2", "train.save_interval"),
     ("deepspeed.config=ds_configs/t4/zero2.json", "fp16 needs a CUDA GPU"),
     ("train.global_batch=24", "train.global_batch"),
     ("model.moe_ep_size=2", "model.moe_ep_size"),
