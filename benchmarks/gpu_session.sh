@@ -61,10 +61,11 @@ EOF
       # The preset's own schedule (warmup 500: with a warmup of 2 the first Adam steps sent the loss from 11 to 34),
       # stopped by the time limit after about 8 steps; no checkpoint (it would be about 100 GB on a 64 GB disk).
       (while sleep 20; do echo "$(date +%T) host_used_GiB=$(free -g | awk '/Mem:/{print $3}')"; done) > "$OUT/largest_7b_memory.log" &
+      monitor=$!
       timeout 400 deepspeed --num_gpus 1 --module resnetbk.train --config configs/7b.yaml "${KJV[@]}" train.max_steps=1000 \
         train.log_interval=1 train.eval_interval=1000 train.save_interval=-1 sample.max_new_tokens=0 run_dir=/tmp/largest7b \
         | grep -E "^step|error" || true
-      kill %1; cp /tmp/largest7b/metrics.jsonl "$OUT/largest_7b_metrics.jsonl"
+      kill "$monitor"; cp /tmp/largest7b/metrics.jsonl "$OUT/largest_7b_metrics.jsonl"
       ;;
     multi)
       # Session 6 measured 1 and 2 GPUs this way (docs/performance.md); sessions 2-3 used micro-batch 16, 50 steps.
