@@ -152,7 +152,16 @@ def resolve_batch(cfg: RunConfig, strategy: Strategy, world_size: int) -> None:
     t.global_batch = t.micro_batch * t.grad_accum * world_size
 
 
-def build_ds_config(cfg: RunConfig, strategy: Strategy, on_cuda: bool) -> dict:
+def drop_single_rank_overlap(zero: dict, world_size: int) -> None:
+    """One rank has no gradient reduction to overlap, and ZeRO-1/2's overlap path costs host time in every
+    parameter's backward hook, which the GPU waited for (docs/performance.md): off for one rank of ZeRO-1/2
+    without offload (with offload it also overlaps the copies to the host)."""
+    offload = zero.get("offload_optimizer", {}).get("device", "none") != "none"
+    if world_size == 1 and zero.get("stage") in (1, 2) and not offload:
+        zero["overlap_comm"] = False
+
+
+def build_ds_config(cfg: RunConfig, strategy: Strategy, on_cuda: bool, world_size: int) -> dict:
     """The full dict passed to deepspeed.initialize (after resolve_batch)."""
     t, o = cfg.train, cfg.optim
     ds = json.loads(json.dumps(strategy.config))  # a deep copy
@@ -161,6 +170,7 @@ def build_ds_config(cfg: RunConfig, strategy: Strategy, on_cuda: bool) -> dict:
     ds["train_batch_size"] = t.global_batch
     zero = ds.get("zero_optimization", {})
     offload = zero.get("offload_optimizer", {}).get("device", "none") != "none"
+    drop_single_rank_overlap(zero, world_size)
     if cfg.deepspeed.nvme_path:
         for key in ("offload_param", "offload_optimizer"):
             if zero.get(key, {}).get("device") == "nvme":

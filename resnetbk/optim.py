@@ -1,4 +1,4 @@
-"""Optimizer parameter groups and the learning-rate schedule.
+"""Optimizer parameter groups, the learning-rate schedule, and two repairs to DeepSpeed 0.19.8's ZeRO optimizer.
 
 The schedule is a torch LambdaLR handed to deepspeed.initialize, which steps it once per optimizer
 update and saves it in checkpoints. DeepSpeed's own WarmupCosineLR is not used: in 0.19.8 its ratio is
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 
@@ -45,6 +46,50 @@ def share_partial_offload_groups(zero_optimizer) -> None:
     for key, value in backup.param_groups[0].items():
         group.setdefault(key, value)
     backup.param_groups[0] = group
+
+
+def batch_gradient_checks(zero_optimizer) -> bool:
+    """DeepSpeed 0.19.8's ZeRO-1/2 optimizer checks the gradients for inf/NaN and takes their norm one tensor at a
+    time: about ten small kernels per parameter tensor, some 1,500 per step for `small`, whose launches kept the GPU
+    idle for about a quarter of the step (docs/performance.md). This computes both from one torch._foreach_norm
+    per call, accumulated in float64 as DeepSpeed does: a float64 sum of squares of bf16/fp16/fp32 values cannot
+    overflow, so a norm is non-finite exactly when its tensor holds an inf or NaN, which is DeepSpeed's overflow
+    test. Applies to the non-offloaded ZeRO-1/2 optimizer without model parallelism (the trainer's case); returns
+    whether it did."""
+    from deepspeed import comm as dist
+    from deepspeed.runtime.utils import mask_nan_or_inf_with_val_inplace
+    from deepspeed.runtime.zero.stage_1_and_2 import DeepSpeedZeroOptimizer
+
+    opt = zero_optimizer
+    if type(opt) is not DeepSpeedZeroOptimizer or opt.cpu_offload or opt.mpu is not None:
+        return False
+    device = torch.device(opt.device)
+
+    def norms(grads):
+        return torch._foreach_norm(grads, 2, dtype=torch.float64) if grads else []
+
+    def has_overflow_partitioned_grads_serial():
+        grads = [g for i in range(len(opt.bit16_groups)) for g in opt.averaged_gradients[i] if g is not None]
+        if not grads:
+            return torch.zeros(1, dtype=torch.bool, device=device)
+        return (~torch.isfinite(torch.stack(norms(grads)))).any().reshape(1)
+
+    original_norm = opt.get_grad_norm_direct
+
+    def get_grad_norm_direct(gradients, params, norm_type=2):
+        if norm_type != 2:
+            return original_norm(gradients, params, norm_type)
+        grads = [g.detach() for g in gradients if not getattr(g, "_zero_padding", False)]
+        per_tensor = norms(grads)
+        total = torch.stack(per_tensor).square().sum().float() if per_tensor else torch.zeros((), device=device)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM, group=opt.dp_process_group)
+        total = total.sqrt()
+        mask_nan_or_inf_with_val_inplace(total, device=device)
+        return total
+
+    opt.has_overflow_partitioned_grads_serial = has_overflow_partitioned_grads_serial
+    opt.get_grad_norm_direct = get_grad_norm_direct
+    return True
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

@@ -133,6 +133,7 @@ class Trainer:
         from .flops import peak_tflops
         from .metrics import MetricsLogger
         from .optim import (
+            batch_gradient_checks,
             lr_scheduler_factory,
             param_groups,
             share_partial_offload_groups,
@@ -167,7 +168,7 @@ class Trainer:
 
         self.peak_tflops = peak_tflops(torch.cuda.get_device_name(self.device)) if self.on_cuda else None
         self.strategy = strategy
-        ds_config = build_ds_config(cfg, strategy, self.on_cuda)
+        ds_config = build_ds_config(cfg, strategy, self.on_cuda, self.world)
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         model = construct_model(cfg.model, ds_config)
         self.n_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
@@ -182,6 +183,7 @@ class Trainer:
             model=model, model_parameters=param_groups(model, o.weight_decay), config=ds_config,
             lr_scheduler=lr_scheduler_factory(o.warmup_steps, cfg.train.max_steps, o.min_lr_ratio))
         share_partial_offload_groups(self.engine.optimizer)
+        batch_gradient_checks(self.engine.optimizer)
         self.global_batch = cfg.train.global_batch
         if self.is_main:
             os.makedirs(cfg.run_dir, exist_ok=True)
@@ -543,9 +545,10 @@ def main(argv=None) -> int:
         from .ds_config import build_ds_config
         from .profiles import detect_gpus
 
+        world = int(os.environ.get("WORLD_SIZE", "1"))
         print(f"deepspeed: {strategy.path} ({strategy.reason}) | global batch {cfg.train.global_batch} = micro-batch "
-              f"{cfg.train.micro_batch} x accumulation {cfg.train.grad_accum} x {os.environ.get('WORLD_SIZE', '1')} rank(s)")
-        print(json.dumps(build_ds_config(cfg, strategy, on_cuda=bool(detect_gpus())), indent=2))
+              f"{cfg.train.micro_batch} x accumulation {cfg.train.grad_accum} x {world} rank(s)")
+        print(json.dumps(build_ds_config(cfg, strategy, on_cuda=bool(detect_gpus()), world_size=world), indent=2))
         return 0
     _fix_cuda_arch_list()
     try:

@@ -10,6 +10,11 @@ share of the weights each rank holds, and whether the weight-decay groups agree.
 partial optimizer offload and the trainer's LR schedule: the lr of each of its GPU-side optimizer's groups against
 the CPU optimizer's, over a few scheduler steps.
 
+checks (2 ranks): ZeRO-2 in bf16 with DeepSpeed's per-tensor gradient checks and with the trainer's batched
+replacement (resnetbk/optim.py: batch_gradient_checks), from the same seed: a clean step, then a step whose loss is
+NaN on one rank, then one with an inf in a single gradient element on one rank. Writes, per variant, the gradient
+norms, whether each step was applied, and the weights after the three steps.
+
 checkpointing (1 rank): the gradients of both architectures with DeepSpeed activation checkpointing at
 intervals 1 and 2 against no checkpointing, dropout on. Writes the largest absolute difference per case.
 (CPU checkpointing is a GPU feature: on CPU ranks DeepSpeed 0.19.8's "copy to CPU" is a no-op and it then
@@ -143,16 +148,52 @@ def partial_offload_lrs(model, ds: dict) -> dict:
     return lrs
 
 
+def checks_probe(rank: int) -> dict:
+    from resnetbk.optim import batch_gradient_checks
+
+    results = {}
+    tokens = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(rank))
+    for variant in ("deepspeed", "batched"):
+        torch.manual_seed(0)
+        model = CausalLM(ModelConfig(vocab_size=64, max_seq_len=16, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64))
+        ds = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
+              "bf16": {"enabled": True}, "zero_optimization": {"stage": 2}, "steps_per_print": 10**6,
+              "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "weight_decay": 0.1, "torch_adam": True}}}
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.1), config=ds)
+        replaced = batch_gradient_checks(engine.optimizer) if variant == "batched" else False
+        norms, applied, hook = [], [], None
+        for fault in ("none", "nan_loss", "inf_grad"):
+            loss = engine(tokens, tokens.roll(-1, 1)).loss
+            if fault == "nan_loss" and rank == 1:
+                loss = loss * float("nan")
+            if fault == "inf_grad" and rank == 1:
+                hook = engine.module.blocks[1].moe.fc_weight.register_hook(
+                    lambda g: g.index_put((torch.tensor([0]),) * 3, torch.tensor(float("inf"), dtype=g.dtype)))
+            engine.backward(loss)
+            engine.step()
+            norms.append(float(engine.get_global_grad_norm()) if engine.get_global_grad_norm() is not None else None)
+            applied.append(bool(engine.was_step_applied()))
+            if hook is not None:
+                hook.remove()
+        weights = torch.cat([safe_get_full_fp32_param(p).flatten() for p in engine.module.parameters()])
+        opt = engine.optimizer
+        results[variant] = {"replaced": replaced, "grad_norms": norms, "applied": applied,
+                            "methods": [opt.has_overflow_partitioned_grads_serial.__qualname__,
+                                        opt.get_grad_norm_direct.__qualname__],
+                            "weights": weights.tolist()}
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("probe", choices=["moe", "checkpointing", "zero3"])
+    parser.add_argument("probe", choices=["moe", "checkpointing", "zero3", "checks"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--local_rank", type=int, default=0)
     args = parser.parse_args()
     deepspeed.init_distributed()
     rank = torch.distributed.get_rank()
     probes = {"moe": lambda: moe_probe(rank), "checkpointing": checkpointing_probe,
-              "zero3": lambda: zero3_probe(torch.distributed.get_world_size())}
+              "zero3": lambda: zero3_probe(torch.distributed.get_world_size()), "checks": lambda: checks_probe(rank)}
     results = probes[args.probe]()
     if rank == 0:
         with open(args.out, "w") as f:

@@ -4,6 +4,8 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resnetbk import build_model
 from resnetbk.config import ConfigError, ModelConfig
@@ -237,3 +239,16 @@ def test_bf16_model_on_gpu_is_exactly_causal():
             after = model(changed)
             assert torch.equal(before[:, : t + 1], after[:, : t + 1]), t
             assert not torch.equal(before[:, t + 1], after[:, t + 1]), t
+
+
+@settings(max_examples=40, deadline=None)
+@given(pairs=st.lists(st.integers(0, 5), min_size=0, max_size=300))
+def test_counting_sort_by_expert_equals_stable_argsort(pairs):
+    """The MoE's routing sort against torch's stable argsort: same order, its inverse, and the group sizes."""
+    from resnetbk.model import sort_by_expert
+
+    slots = torch.tensor(pairs, dtype=torch.long)
+    order, position, counts = sort_by_expert(slots, 6)
+    assert torch.equal(order, torch.argsort(slots, stable=True))
+    assert torch.equal(position[order], torch.arange(len(pairs)))
+    assert torch.equal(counts, torch.bincount(slots, minlength=6))

@@ -87,9 +87,20 @@ def test_autodetected_strategy_and_batch_derivation():
     assert strategy.path.endswith("rtx10/zero2-offload.json")
     resolve_batch(cfg, strategy, world_size=2)
     assert (cfg.train.micro_batch, cfg.train.grad_accum) == (2, 16)
-    ds = build_ds_config(cfg, strategy, on_cuda=True)
+    ds = build_ds_config(cfg, strategy, on_cuda=True, world_size=2)
     assert ds["train_batch_size"] == 64 == ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * 2
     assert ds["optimizer"]["params"]["torch_adam"] is False
+
+
+@pytest.mark.parametrize("strategy,world,overlap", [("zero2", 1, False), ("zero2", 2, True), ("zero1", 1, False),
+                                                    ("zero3", 1, True), ("zero2-offload", 1, True)])
+def test_overlap_comm_is_turned_off_only_for_one_rank_of_zero_1_or_2(strategy, world, overlap):
+    cfg = run_config("deepspeed.profile=h100", f"deepspeed.strategy={strategy}", "train.micro_batch=4",
+                     "train.global_batch=null", "train.grad_accum=1")
+    resolved = resolve_strategy(cfg, [H100])
+    resolve_batch(cfg, resolved, world_size=world)
+    assert resolved.config["zero_optimization"]["overlap_comm"] is True  # the JSON keeps DeepSpeed's multi-GPU setting
+    assert build_ds_config(cfg, resolved, on_cuda=True, world_size=world)["zero_optimization"]["overlap_comm"] is overlap
 
 
 @pytest.mark.parametrize("overrides,gpus,fragment", [

@@ -152,6 +152,19 @@ def test_each_moe_path_trains_its_router_and_the_balance_loss_reaches_the_optimi
         assert 0.5 < r["balance_loss"] < 4.0, path  # E * sum f_e P_e: 1 when uniform, E when collapsed
 
 
+def test_batched_gradient_checks_skip_the_same_steps_and_clip_by_the_same_norm(tmp_path):
+    """The trainer replaces DeepSpeed's per-tensor overflow check and gradient norm (ZeRO-1/2) with batched ones.
+    On 2 ranks in bf16: the same norm on a clean step, both faulty steps (a NaN loss, one inf gradient element, each
+    on one rank only) skipped by both, and the same weights after the three steps, bit for bit."""
+    results = run_probe("checks", 2, tmp_path)
+    ours, theirs = results["batched"], results["deepspeed"]
+    assert ours["replaced"] and not theirs["replaced"]
+    assert all("batch_gradient_checks" in m for m in ours["methods"])
+    assert theirs["applied"] == ours["applied"] == [True, False, False]
+    assert ours["grad_norms"][0] == theirs["grad_norms"][0] > 0
+    assert ours["weights"] == theirs["weights"]
+
+
 def test_activation_checkpointing_gives_the_same_gradients(tmp_path):
     results = run_probe("checkpointing", 1, tmp_path)
     assert len(results) == 4  # two architectures x intervals 1 and 2
