@@ -118,8 +118,8 @@ def timeline(trace: dict, top_gaps: int = 12, top_ops: int = 25) -> dict:
         dims = op.get("args", {}).get("Input Dims")
         name = op["name"] + (f" {dims}" if dims else "")
         last = bisect.bisect_right(starts, op["ts"])
-        for s, e, tid, node in reversed(nodes[max(0, last - 64):last]):  # the innermost node holding the op
-            if tid == op["tid"] and op["ts"] < e:
+        for _, end, tid, node in reversed(nodes[max(0, last - 64):last]):  # the innermost node holding the op
+            if tid == op["tid"] and op["ts"] < end:
                 return f"{node} > {name}"
         return name
 
