@@ -85,7 +85,9 @@ class BKMixer(nn.Module):
         return torch.complex(self.z_re.float(), F.softplus(self.z_im_raw.float()) + self.im_z_min)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = (H0_DIAGONAL + self.potential(x)).transpose(1, 2)  # (B, h, N)
+        # At least float32 before adding H0: a bf16 sum near -2 would round the potential to steps of 2^-6.
+        v = self.potential(x)
+        a = (v.to(torch.promote_types(v.dtype, torch.float32)) + H0_DIAGONAL).transpose(1, 2)  # (B, h, N)
         b = 1.0
         if self.coupling is not None:
             b = F.softplus(self.coupling(x[:, 1:]).float()).transpose(1, 2)  # (B, h, N-1)
@@ -93,7 +95,7 @@ class BKMixer(nn.Module):
         g = resolvent_diagonal(a, b, z, causal=True)  # (B, h, N) complex
         if self.record_stats:
             with torch.no_grad():
-                v, abs_g = a.detach().float() - H0_DIAGONAL, g.detach().abs()
+                v, abs_g = v.detach().float(), g.detach().abs()
                 self.last_stats = torch.stack([v.mean(), v.std(), abs_g.mean(), abs_g.max(), z.imag.detach().min()])
         # (B, N, 2h) as (Re g, Im g) per head. a is a view of a (B, N, h) tensor and the Triton kernels
         # write g in a's memory order, so on GPU this is a view, not a copy.

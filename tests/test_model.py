@@ -252,3 +252,24 @@ def test_counting_sort_by_expert_equals_stable_argsort(pairs):
     assert torch.equal(order, torch.argsort(slots, stable=True))
     assert torch.equal(position[order], torch.arange(len(pairs)))
     assert torch.equal(counts, torch.bincount(slots, minlength=6))
+
+
+def test_bk_mixer_adds_h0_to_a_bf16_potential_in_float32(monkeypatch):
+    """In a bf16 model the diagonal a = H0 + v reaching the resolvent is exact in float32: a bf16 sum near -2
+    would round v to multiples of 2^-6 (errors up to 0.008)."""
+    import resnetbk.model as model_module
+
+    seen = {}
+
+    def capture(a, b, z, causal=True):
+        seen["a"] = a
+        return torch.zeros(a.shape, dtype=torch.complex64)
+
+    monkeypatch.setattr(model_module, "resolvent_diagonal", capture)
+    torch.manual_seed(0)
+    mixer = model_module.BKMixer(ModelConfig(d_model=32, n_heads=4)).bfloat16()
+    x = torch.randn(2, 16, 32, dtype=torch.bfloat16)
+    mixer(x)
+    v = mixer.potential(x).double().transpose(1, 2)
+    assert seen["a"].dtype == torch.float32
+    assert (seen["a"].double() - (v + model_module.H0_DIAGONAL)).abs().max() < 1e-6
