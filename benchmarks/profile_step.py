@@ -72,7 +72,7 @@ def build_engine(model, micro_batch: int, ds_overrides: list[str], deepspeed_che
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=param_groups(model, 0.1), config=ds)
     if not deepspeed_checks:
         batch_gradient_checks(engine.optimizer)
-    return engine, ds
+    return engine
 
 
 def merge(intervals):
@@ -118,8 +118,8 @@ def timeline(trace: dict, top_gaps: int = 12, top_ops: int = 25) -> dict:
         dims = op.get("args", {}).get("Input Dims")
         name = op["name"] + (f" {dims}" if dims else "")
         last = bisect.bisect_right(starts, op["ts"])
-        for _, end, tid, node in reversed(nodes[max(0, last - 64):last]):  # the innermost node holding the op
-            if tid == op["tid"] and op["ts"] < end:
+        for _, node_end, tid, node in reversed(nodes[max(0, last - 64):last]):  # the innermost node holding the op
+            if tid == op["tid"] and op["ts"] < node_end:
                 return f"{node} > {name}"
         return name
 
@@ -132,11 +132,12 @@ def timeline(trace: dict, top_gaps: int = 12, top_ops: int = 25) -> dict:
     gap_rows = []
     j = 0
     for a, b in gaps:
-        idle_by_phase[phase_at(a)] += b - a
+        phase = phase_at(a)
+        idle_by_phase[phase] += b - a
         while j < len(next_kernel) and next_kernel[j]["ts"] < b:
             j += 1
         after = launches[id(next_kernel[j])] if j < len(next_kernel) else "(end)"
-        gap_rows.append({"idle_ms": (b - a) / 1e3, "phase": phase_at(a), "next_kernel_from": after})
+        gap_rows.append({"idle_ms": (b - a) / 1e3, "phase": phase, "next_kernel_from": after})
     gap_rows.sort(key=lambda r: -r["idle_ms"])
     op_time, op_calls = collections.Counter(), collections.Counter()
     for e in gpu:
@@ -185,7 +186,7 @@ def main() -> int:
         for block in model.blocks:
             block.compile()
     if a.engine:
-        engine, _ = build_engine(model, a.micro_batch, a.ds, a.deepspeed_checks)
+        engine = build_engine(model, a.micro_batch, a.ds, a.deepspeed_checks)
     else:
         model = model.cuda().to(torch.bfloat16)
     tokens = torch.randint(0, cfg.vocab_size, (a.micro_batch, a.seq_len + 1), device="cuda")

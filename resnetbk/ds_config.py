@@ -100,8 +100,7 @@ def resolve_strategy(cfg: RunConfig, gpus: List[GPU]) -> Strategy:
 def _check_against_run(config: dict, path: str, cfg: RunConfig, gpus: List[GPU]) -> None:
     zero = config.get("zero_optimization", {})
     stage = zero.get("stage", 0)
-    offload_param = zero.get("offload_param", {}).get("device", "none")
-    offload_optim = zero.get("offload_optimizer", {}).get("device", "none")
+    offload_param, offload_optim = offload_device(zero, "offload_param"), offload_device(zero, "offload_optimizer")
     if offload_param != "none" and stage != 3:
         raise ConfigError(f"{path}: zero_optimization.offload_param needs ZeRO stage 3 (stage is {stage})")
     if offload_optim != "none" and stage == 0:
@@ -152,12 +151,16 @@ def resolve_batch(cfg: RunConfig, strategy: Strategy, world_size: int) -> None:
     t.global_batch = t.micro_batch * t.grad_accum * world_size
 
 
+def offload_device(zero: dict, key: str) -> str:
+    """Where zero_optimization.<key> (offload_param or offload_optimizer) sends its state: none, cpu or nvme."""
+    return zero.get(key, {}).get("device", "none")
+
+
 def drop_single_rank_overlap(zero: dict, world_size: int) -> None:
     """One rank has no gradient reduction to overlap, and ZeRO-1/2's overlap path costs host time in every
     parameter's backward hook, which the GPU waited for (docs/performance.md): off for one rank of ZeRO-1/2
     without offload (with offload it also overlaps the copies to the host)."""
-    offload = zero.get("offload_optimizer", {}).get("device", "none") != "none"
-    if world_size == 1 and zero.get("stage") in (1, 2) and not offload:
+    if world_size == 1 and zero.get("stage") in (1, 2) and offload_device(zero, "offload_optimizer") == "none":
         zero["overlap_comm"] = False
 
 
@@ -169,11 +172,11 @@ def build_ds_config(cfg: RunConfig, strategy: Strategy, on_cuda: bool, world_siz
     ds["gradient_accumulation_steps"] = t.grad_accum
     ds["train_batch_size"] = t.global_batch
     zero = ds.get("zero_optimization", {})
-    offload = zero.get("offload_optimizer", {}).get("device", "none") != "none"
+    offload = offload_device(zero, "offload_optimizer") != "none"
     drop_single_rank_overlap(zero, world_size)
     if cfg.deepspeed.nvme_path:
         for key in ("offload_param", "offload_optimizer"):
-            if zero.get(key, {}).get("device") == "nvme":
+            if offload_device(zero, key) == "nvme":
                 zero[key]["nvme_path"] = cfg.deepspeed.nvme_path
     ds["optimizer"] = {
         "type": "AdamW",

@@ -140,10 +140,11 @@ class MoE(nn.Module):
         gate, choice = probs.topk(self.top_k, dim=-1)  # (T, k)
         if self.top_k > 1:
             gate = gate / gate.sum(-1, keepdim=True)
+        n_experts = probs.shape[-1]
         slots = choice.flatten()  # the expert of each (token, slot) pair
-        order, position, counts = sort_by_expert(slots, probs.shape[-1])
+        order, position, counts = sort_by_expert(slots, n_experts)
         load = counts.float() / slots.numel()
-        balance_loss = probs.shape[-1] * torch.sum(load * probs.mean(0))
+        balance_loss = n_experts * torch.sum(load * probs.mean(0))
         self.last_load = load.detach()
         rows = _DispatchRows.apply(flat, order, position, self.top_k)
         if uses_grouped_gemm(rows):

@@ -171,7 +171,8 @@ def checks_probe(rank: int) -> dict:
                     lambda g: g.index_put((torch.tensor([0]),) * 3, torch.tensor(float("inf"), dtype=g.dtype)))
             engine.backward(loss)
             engine.step()
-            norms.append(float(engine.get_global_grad_norm()) if engine.get_global_grad_norm() is not None else None)
+            norm = engine.get_global_grad_norm()
+            norms.append(None if norm is None else float(norm))
             applied.append(bool(engine.was_step_applied()))
             if hook is not None:
                 hook.remove()
