@@ -13,6 +13,7 @@ checks replaced: resnetbk/ds_config.py, resnetbk/optim.py). To compare:
 --deepspeed-checks (with --engine): keep DeepSpeed's own per-tensor gradient checks.
 --compile: each block through torch.compile (an experiment: the trainer does not compile; docs/performance.md
 says why).
+--cuda-graphs: each block replayed as CUDA graphs (resnetbk/cuda_graphs.py), as the trainer does by default.
 Random tokens; one process, one GPU.
 
 GPU busy time is the union of kernel and memory-copy intervals in the profiled steps' trace, so nothing is
@@ -169,6 +170,7 @@ def main() -> int:
     p.add_argument("--ds", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--deepspeed-checks", action="store_true")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--cuda-graphs", action="store_true")
     p.add_argument("--trace", help="also keep the chrome trace here (gzipped)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
@@ -189,6 +191,10 @@ def main() -> int:
         engine = build_engine(model, a.micro_batch, a.ds, a.deepspeed_checks)
     else:
         model = model.cuda().to(torch.bfloat16)
+    if a.cuda_graphs:
+        from resnetbk.cuda_graphs import graph_blocks
+
+        graph_blocks(model, a.micro_batch, a.seq_len)
     tokens = torch.randint(0, cfg.vocab_size, (a.micro_batch, a.seq_len + 1), device="cuda")
     record = torch.profiler.record_function
 
@@ -234,7 +240,7 @@ def main() -> int:
     tl = timeline(trace, top_ops=a.top)
     n = a.profiled_steps
     what = ("engine: forward, backward, optimizer step" if a.engine else "model: forward+backward, no optimizer") + (
-        ", blocks compiled" if a.compile else "") + "".join(f", {o}" for o in a.ds) + (
+        ", blocks compiled" if a.compile else "") + (", CUDA graphs" if a.cuda_graphs else "") + "".join(f", {o}" for o in a.ds) + (
         ", DeepSpeed's gradient checks" if a.deepspeed_checks else "")
     print(f"{a.config}: micro-batch {a.micro_batch} x {a.seq_len} ({what}): {tok_per_s:,.0f} tokens/s; a step takes "
           f"{wall_ms:.1f} ms; first 3 steps {warmup_s:.0f} s; peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
@@ -248,7 +254,7 @@ def main() -> int:
         print(f"{r['op'][:90]:<90} {r['gpu_ms'] / n:>11.2f} {r['kernels'] / n:>8.0f}")
     with open(a.out, "w") as f:
         json.dump({"config": a.config, "micro_batch": a.micro_batch, "seq_len": a.seq_len, "engine": a.engine,
-                   "ds_overrides": a.ds, "deepspeed_checks": a.deepspeed_checks, "compile": a.compile, "tokens_per_sec": tok_per_s, "step_wall_ms": wall_ms,
+                   "ds_overrides": a.ds, "deepspeed_checks": a.deepspeed_checks, "compile": a.compile, "cuda_graphs": a.cuda_graphs, "tokens_per_sec": tok_per_s, "step_wall_ms": wall_ms,
                    "warmup_s": warmup_s, "max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
                    "gpu": torch.cuda.get_device_name(), "profiled_steps": n, "timeline": tl}, f, indent=2)
     return 0

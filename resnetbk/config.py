@@ -56,6 +56,9 @@ class TrainConfig:
     grad_accum: Optional[int] = None
     global_batch: Optional[int] = None
     activation_checkpoint_interval: int = 0  # recompute every k-th block in backward (DeepSpeed); 0: off
+    # Replay each block as a CUDA graph at the training shape (resnetbk/cuda_graphs.py); the trainer says
+    # when a run cannot (ZeRO-3, activation checkpointing, ...) and keeps the blocks eager.
+    cuda_graphs: bool = True
     max_steps: int = 200
     seed: int = 1234
     log_interval: int = 10

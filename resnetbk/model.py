@@ -73,7 +73,7 @@ class BKMixer(nn.Module):
         self.out.is_residual_out = True
         self.dropout = nn.Dropout(cfg.dropout)
         # Feature statistics of the last forward, for monitoring (STAT_NAMES); filled only when record_stats
-        # is set, so that ordinary steps pay nothing for them.
+        # is set, so that ordinary steps pay nothing for them (a CUDA-graphed block fills them every step).
         self.record_stats = False
         self.register_buffer("last_stats", torch.zeros(len(self.STAT_NAMES)), persistent=False)
 
@@ -96,7 +96,8 @@ class BKMixer(nn.Module):
         if self.record_stats:
             with torch.no_grad():
                 v, abs_g = v.detach().float(), g.detach().abs()
-                self.last_stats = torch.stack([v.mean(), v.std(), abs_g.mean(), abs_g.max(), z.imag.detach().min()])
+                stats = torch.stack([v.mean(), v.std(), abs_g.mean(), abs_g.max(), z.imag.detach().min()])
+                self.last_stats = update_in_place(self.last_stats, stats)
         # (B, N, 2h) as (Re g, Im g) per head. a is a view of a (B, N, h) tensor and the Triton kernels
         # write g in a's memory order, so on GPU this is a view, not a copy.
         features = torch.view_as_real(g.transpose(1, 2)).flatten(2).to(x.dtype)
@@ -145,7 +146,7 @@ class MoE(nn.Module):
         order, position, counts = sort_by_expert(slots, n_experts)
         load = counts.float() / slots.numel()
         balance_loss = n_experts * torch.sum(load * probs.mean(0))
-        self.last_load = load.detach()
+        self.last_load = update_in_place(self.last_load, load.detach())
         rows = _DispatchRows.apply(flat, order, position, self.top_k)
         if uses_grouped_gemm(rows):
             y = self._experts_grouped(rows, counts, slots.index_select(0, order))
@@ -174,6 +175,15 @@ class MoE(nn.Module):
             out.append(F.linear(h, self.proj_weight[e], self.proj_bias[e])[:count])
             start += count
         return self.dropout(torch.cat(out))
+
+
+def update_in_place(held: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`value`, written into `held` when their shapes, dtypes and devices agree. A monitoring buffer updated in
+    place is updated by every replay of a CUDA graph too (resnetbk/cuda_graphs.py); a replaced one would keep the
+    value of the capture. A buffer that DeepSpeed cast to bf16 is replaced by the float32 value once."""
+    if (held.shape, held.dtype, held.device) != (value.shape, value.dtype, value.device):
+        return value
+    return held.copy_(value)
 
 
 # The routing glue below avoids torch ops that sort or read sizes back to the host on a GPU (argsort, the backward

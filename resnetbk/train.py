@@ -185,6 +185,7 @@ class Trainer:
         share_partial_offload_groups(self.engine.optimizer)
         batch_gradient_checks(self.engine.optimizer)
         self.global_batch = cfg.train.global_batch
+        self.release_graphs = None  # set while the blocks run as CUDA graphs
         if self.is_main:
             os.makedirs(cfg.run_dir, exist_ok=True)
             with open(os.path.join(cfg.run_dir, "config.yaml"), "w") as f:
@@ -234,6 +235,7 @@ class Trainer:
         if self.is_main:
             checkpoint.remove_stale_temporaries(cfg.run_dir)
             self.metrics.truncate(state["step"])  # records past the checkpoint are about to be recomputed
+        self._capture_graphs()
         sampler = self._make_sampler(state["consumed_samples"])
         if self.resume is not None and client.get("sampling", sampler.describe()) != sampler.describe():
             self.print(f"note: the checkpoint was trained with sampling '{client['sampling']}'; continuing with "
@@ -421,6 +423,9 @@ class Trainer:
             raise TrainingError("out of memory at micro-batch 1: use a strategy that offloads more "
                                 "(deepspeed.strategy=zero3-offload), activation checkpointing "
                                 "(train.activation_checkpoint_interval=1) or a shorter train.seq_len")
+        if self.release_graphs is not None:  # captured for the old micro-batch; their memory is needed now
+            self.release_graphs()
+            self.release_graphs = None
         old = t.micro_batch
         t.micro_batch = old // 2 if old % 2 == 0 else 1
         t.grad_accum = t.grad_accum * old // t.micro_batch
@@ -433,7 +438,29 @@ class Trainer:
             torch.cuda.empty_cache()
         self.print(f"out of memory at micro-batch {old}: retrying with micro-batch {t.micro_batch} x accumulation "
                    f"{t.grad_accum} (global batch {self.global_batch} unchanged)")
+        self._capture_graphs()
         return self._make_sampler(consumed)
+
+    def _capture_graphs(self) -> None:
+        """The blocks as CUDA graphs at the training shape (resnetbk/cuda_graphs.py), where the run allows it."""
+        from .cuda_graphs import graph_blocks, graph_blocks_unsupported
+
+        t, torch = self.cfg.train, self.torch
+        if not (t.cuda_graphs and self.on_cuda):
+            return
+        module = self.engine.module
+        why = graph_blocks_unsupported(
+            self.cfg.model, on_cuda=True, zero_stage=self.engine.zero_optimization_stage(),
+            checkpointing=t.activation_checkpoint_interval > 0, dtype=next(module.parameters()).dtype,
+            capability=torch.cuda.get_device_capability(self.device))
+        if why is None:
+            try:
+                self.release_graphs = graph_blocks(module, t.micro_batch, t.seq_len)
+            except torch.OutOfMemoryError:
+                why = f"out of memory while capturing micro-batch {t.micro_batch}"
+                torch.cuda.empty_cache()
+        self.print(f"cuda graphs: {len(module.blocks)} blocks at micro-batch {t.micro_batch} x {t.seq_len}" if why is None
+                   else f"cuda graphs: off ({why}; train.cuda_graphs=false silences this)")
 
     def _throughput(self, flops_per_s: float) -> dict:
         """Model TFLOP/s per GPU (resnetbk/flops.py), MFU against the data-sheet peak, peak memory."""
