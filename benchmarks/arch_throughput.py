@@ -37,7 +37,7 @@ def main() -> int:
 
     rows = []
     print(f"{'preset':<8} {'arch':<9} {'seq':>6} {'micro':>5} {'tok/s':>9} {'TFLOP/s':>8} {'MFU':>6} {'GPU GiB':>8} "
-          f"{'BK / GPT':>9}", flush=True)
+          f"{'resv GiB':>8} {'BK / GPT':>9}", flush=True)
     for preset in a.presets.split(","):
         for seq in (int(s) for s in a.seq_lens.split(",")):
             micro = max(1, a.tokens_per_micro_step // seq)
@@ -62,7 +62,8 @@ def main() -> int:
                 ratio = f"{row['speedup_vs_gpt']:.2f}x" if "speedup_vs_gpt" in row else ""
                 mfu = f"{row['mfu']:.1%}" if row.get("mfu") is not None else "-"
                 print(f"{preset:<8} {arch:<9} {seq:>6} {row['micro_batch']:>5} {row['tokens_per_sec']:>9,.0f} "
-                      f"{row['tflops_per_gpu']:>8.1f} {mfu:>6} {row['max_allocated_gib']:>8.1f} {ratio:>9}", flush=True)
+                      f"{row['tflops_per_gpu']:>8.1f} {mfu:>6} {row['max_allocated_gib']:>8.1f} "
+                      f"{row['max_reserved_gib']:>8.1f} {ratio:>9}", flush=True)
     return 0 if all(r["ok"] for r in rows) else 1
 
 

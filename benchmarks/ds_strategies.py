@@ -46,6 +46,7 @@ def run_one(args, ngpus: int, strategy: str) -> dict:
     row.update(tokens_per_sec=mean("tokens_per_sec"), tokens_per_sec_per_gpu=mean("tokens_per_sec") / ngpus,
                tflops_per_gpu=mean("tflops_per_gpu"), mfu=mean("mfu") if "mfu" in steady[0] else None,
                max_allocated_gib=max(r.get("max_allocated_gib", 0.0) for r in records),
+               max_reserved_gib=max(r.get("max_reserved_gib", 0.0) for r in records),
                host_rss_gib=max(r["host_rss_gib"] for r in records), losses=[r["loss"] for r in records],
                final_loss=records[-1]["loss"], val_loss=records[-1].get("val_loss"),
                micro_batch=records[-1].get("micro_batch"))  # after any start-up OOM halving
@@ -66,7 +67,7 @@ def main() -> int:
 
     rows = []
     header = (f"{'GPUs':>4} {'strategy':<14} {'tok/s':>10} {'tok/s/GPU':>10} {'TFLOP/s/GPU':>11} {'MFU':>6} "
-              f"{'GPU GiB':>8} {'host GiB':>8} {'loss':>7} {'vs 1st':>8} {'wall s':>7}")
+              f"{'GPU GiB':>8} {'resv GiB':>8} {'host GiB':>8} {'loss':>7} {'vs 1st':>8} {'wall s':>7}")
     print(header, flush=True)
     first_curve = {}
     for strategy in args.strategies.split(","):
@@ -78,7 +79,7 @@ def main() -> int:
                 mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "-"
                 print(f"{ngpus:>4} {strategy:<14} {row['tokens_per_sec']:>10,.0f} {row['tokens_per_sec_per_gpu']:>10,.0f} "
                       f"{row['tflops_per_gpu']:>11.1f} {mfu:>6} {row['max_allocated_gib']:>8.1f} "
-                      f"{row['host_rss_gib']:>8.1f} {row['final_loss']:>7.3f} {row['max_loss_diff_vs_first']:>8.4f} "
+                      f"{row['max_reserved_gib']:>8.1f} {row['host_rss_gib']:>8.1f} {row['final_loss']:>7.3f} {row['max_loss_diff_vs_first']:>8.4f} "
                       f"{row['wall_sec']:>7.0f}", flush=True)
             else:
                 print(f"{ngpus:>4} {strategy:<14} FAILED: {row['error']}", flush=True)

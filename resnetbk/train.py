@@ -472,6 +472,9 @@ class Trainer:
             out["mfu"] = tflops / self.peak_tflops
         if self.on_cuda:
             out["max_allocated_gib"] = self.torch.cuda.max_memory_allocated(self.device) / 2**30
+            # Reserved counts what the allocator holds, CUDA graph pools included: a graph's activations are
+            # "free" blocks of its pool between replays, so allocated alone understates a graphed run.
+            out["max_reserved_gib"] = self.torch.cuda.max_memory_reserved(self.device) / 2**30
         return out
 
     def _log(self, r: dict, start_step: int, max_steps: int) -> None:
@@ -481,6 +484,7 @@ class Trainer:
                           ("skipped_steps", "train/skipped_steps"), ("loss_scale", "train/loss_scale"), ("moe_balance_loss", "moe/load_balance_loss"),
                           ("val_loss", "val/loss"), ("val_ppl", "val/ppl"), ("tflops_per_gpu", "perf/tflops_per_gpu"),
                           ("mfu", "perf/mfu"), ("max_allocated_gib", "mem/max_allocated_gib"),
+                          ("max_reserved_gib", "mem/max_reserved_gib"),
                           ("host_rss_gib", "mem/host_rss_gib")):
             if r.get(key) is not None:
                 scalars[name] = r[key]
@@ -496,7 +500,7 @@ class Trainer:
         line = (f"step {r['step']:>6}/{max_steps} | loss {loss} | lr {r['lr']:.2e} | "
                 f"{r['tokens_per_sec']:,.0f} tok/s | {r['tflops_per_gpu']:.1f} TFLOP/s/GPU | ETA {eta / 60:.1f} min")
         if "max_allocated_gib" in r:
-            line += f" | GPU mem {r['max_allocated_gib']:.1f} GiB"
+            line += f" | GPU mem {r['max_allocated_gib']:.1f} GiB (reserved {r['max_reserved_gib']:.1f})"
         if "val_loss" in r:
             line += f" | val {r['val_loss']:.4f} (ppl {r['val_ppl']:.1f})"
         self.print(line)
