@@ -414,21 +414,24 @@ class Trainer:
         return [p.cpu().numpy() for p in parts]
 
     def _shrink_micro_batch(self, consumed: int):
-        """Out of memory in the first step: halve the micro-batch and double accumulation (global batch
-        unchanged), then retry the step from the same samples."""
+        """Out of memory in the first step: drop the CUDA graphs if there are any (their pool holds memory that
+        eager blocks may not need), else halve the micro-batch and double accumulation (global batch unchanged);
+        then retry the step from the same samples."""
         import gc
 
         t, torch = self.cfg.train, self.torch
-        if t.micro_batch == 1:
+        graphed = self.release_graphs is not None
+        if graphed:
+            self.release_graphs()
+            self.release_graphs = None
+        elif t.micro_batch == 1:
             raise TrainingError("out of memory at micro-batch 1: use a strategy that offloads more "
                                 "(deepspeed.strategy=zero3-offload), activation checkpointing "
                                 "(train.activation_checkpoint_interval=1) or a shorter train.seq_len")
-        if self.release_graphs is not None:  # captured for the old micro-batch; their memory is needed now
-            self.release_graphs()
-            self.release_graphs = None
         old = t.micro_batch
-        t.micro_batch = old // 2 if old % 2 == 0 else 1
-        t.grad_accum = t.grad_accum * old // t.micro_batch
+        if not graphed:
+            t.micro_batch = old // 2 if old % 2 == 0 else 1
+            t.grad_accum = t.grad_accum * old // t.micro_batch
         self.engine.zero_grad()
         self.engine.micro_steps = 0  # the failed step's micro-steps never reached an optimizer update
         self.engine.set_train_micro_batch_size(t.micro_batch)
@@ -436,31 +439,38 @@ class Trainer:
         gc.collect()
         if self.on_cuda:
             torch.cuda.empty_cache()
-        self.print(f"out of memory at micro-batch {old}: retrying with micro-batch {t.micro_batch} x accumulation "
+        self.print(f"out of memory at micro-batch {old} with CUDA graphs: retrying with eager blocks" if graphed else
+                   f"out of memory at micro-batch {old}: retrying with micro-batch {t.micro_batch} x accumulation "
                    f"{t.grad_accum} (global batch {self.global_batch} unchanged)")
-        self._capture_graphs()
         return self._make_sampler(consumed)
 
     def _capture_graphs(self) -> None:
-        """The blocks as CUDA graphs at the training shape (resnetbk/cuda_graphs.py), where the run allows it."""
-        from .cuda_graphs import graph_blocks, graph_blocks_unsupported
+        """The blocks as CUDA graphs at the training shape (resnetbk/cuda_graphs.py), where the run allows it. Tried
+        once, before the first step: a run that then runs out of memory continues with eager blocks."""
+        import gc
+
+        from . import cuda_graphs
 
         t, torch = self.cfg.train, self.torch
-        if not (t.cuda_graphs and self.on_cuda):
+        if not t.cuda_graphs:
             return
         module = self.engine.module
-        why = graph_blocks_unsupported(
-            self.cfg.model, on_cuda=True, zero_stage=self.engine.zero_optimization_stage(),
+        why = cuda_graphs.graph_blocks_unsupported(
+            self.cfg.model, on_cuda=self.on_cuda, zero_stage=self.engine.zero_optimization_stage(),
             checkpointing=t.activation_checkpoint_interval > 0, dtype=next(module.parameters()).dtype,
-            capability=torch.cuda.get_device_capability(self.device))
+            capability=torch.cuda.get_device_capability(self.device) if self.on_cuda else (0, 0))
         if why is None:
             try:
-                self.release_graphs = graph_blocks(module, t.micro_batch, t.seq_len)
-            except torch.OutOfMemoryError:
+                self.release_graphs = cuda_graphs.graph_blocks(module, t.micro_batch, t.seq_len)
+            except torch.OutOfMemoryError:  # capturing needs a warm-up pass's memory beside the graphs' pool
                 why = f"out of memory while capturing micro-batch {t.micro_batch}"
-                torch.cuda.empty_cache()
-        self.print(f"cuda graphs: {len(module.blocks)} blocks at micro-batch {t.micro_batch} x {t.seq_len}" if why is None
-                   else f"cuda graphs: off ({why}; train.cuda_graphs=false silences this)")
+                gc.collect()
+                if self.on_cuda:
+                    torch.cuda.empty_cache()
+        if why is None:
+            self.print(f"cuda graphs: {len(module.blocks)} blocks at micro-batch {t.micro_batch} x {t.seq_len}")
+        elif self.on_cuda:  # on CPU there is nothing to say about a GPU feature
+            self.print(f"cuda graphs: off ({why}; train.cuda_graphs=false silences this)")
 
     def _throughput(self, flops_per_s: float) -> dict:
         """Model TFLOP/s per GPU (resnetbk/flops.py), MFU against the data-sheet peak, peak memory."""

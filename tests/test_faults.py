@@ -174,6 +174,18 @@ def test_out_of_memory_at_start_up_halves_the_micro_batch(kjv_data, tmp_path):
     assert curve(tmp_path / "oom") == curve(tmp_path / "plain")
 
 
+def test_out_of_memory_with_cuda_graphs_retries_the_same_micro_batch_with_eager_blocks(kjv_data, tmp_path):
+    """The graphs' pool holds memory that eager blocks may not need: drop the graphs before halving anything."""
+    plain = inject(kjv_data, tmp_path / "plain", {}, "train.micro_batch=8", "train.grad_accum=1")
+    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
+    proc = inject(kjv_data, tmp_path / "oom", {"FAULT_GRAPHS": "oom"}, "train.micro_batch=8", "train.grad_accum=1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "cuda graphs: 2 blocks at micro-batch 8 x 64" in proc.stdout
+    assert "out of memory at micro-batch 8 with CUDA graphs: retrying with eager blocks" in proc.stdout
+    assert "retrying with micro-batch" not in proc.stdout
+    assert curve(tmp_path / "oom") == curve(tmp_path / "plain")
+
+
 def test_out_of_memory_at_micro_batch_1_stops_with_advice(kjv_data, tmp_path):
     proc = inject(kjv_data, tmp_path, {"FAULT_OOM_ABOVE": "0"}, "train.micro_batch=2", "train.grad_accum=1")
     assert_one_line_error(proc, "out of memory at micro-batch 1", "zero3-offload")
