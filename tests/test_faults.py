@@ -163,27 +163,29 @@ def test_zero_stage_0_stops_on_a_non_finite_loss_it_applied(kjv_data, tmp_path):
     assert_one_line_error(proc, "non-finite training loss at step 4", "ZeRO stage 0")
 
 
-def test_out_of_memory_at_start_up_halves_the_micro_batch(kjv_data, tmp_path):
-    plain = inject(kjv_data, tmp_path / "plain", {}, "train.micro_batch=2", "train.grad_accum=4")
+def oom_run_beside_plain(kjv, tmp_path, fault_env, *plain_batch):
+    """A run from micro-batch 8 with out-of-memory faults, and a plain run configured as the faulty one should end
+    up (plain_batch): both must log the same curve (same samples, same updates). Returns the faulty run's stdout."""
+    plain = inject(kjv, tmp_path / "plain", {}, *plain_batch)
     assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
-    proc = inject(kjv_data, tmp_path / "oom", {"FAULT_OOM_ABOVE": "2"}, "train.micro_batch=8", "train.grad_accum=1")
+    proc = inject(kjv, tmp_path / "oom", fault_env, "train.micro_batch=8", "train.grad_accum=1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "out of memory at micro-batch 8: retrying with micro-batch 4 x accumulation 2 (global batch 8" in proc.stdout
-    assert "out of memory at micro-batch 4: retrying with micro-batch 2 x accumulation 4 (global batch 8" in proc.stdout
-    # Same samples, same updates: the curve of a run configured with micro-batch 2 from the start.
     assert curve(tmp_path / "oom") == curve(tmp_path / "plain")
+    return proc.stdout
+
+
+def test_out_of_memory_at_start_up_halves_the_micro_batch(kjv_data, tmp_path):
+    out = oom_run_beside_plain(kjv_data, tmp_path, {"FAULT_OOM_ABOVE": "2"}, "train.micro_batch=2", "train.grad_accum=4")
+    assert "out of memory at micro-batch 8: retrying with micro-batch 4 x accumulation 2 (global batch 8" in out
+    assert "out of memory at micro-batch 4: retrying with micro-batch 2 x accumulation 4 (global batch 8" in out
 
 
 def test_out_of_memory_with_cuda_graphs_retries_the_same_micro_batch_with_eager_blocks(kjv_data, tmp_path):
     """The graphs' pool holds memory that eager blocks may not need: drop the graphs before halving anything."""
-    plain = inject(kjv_data, tmp_path / "plain", {}, "train.micro_batch=8", "train.grad_accum=1")
-    assert plain.returncode == 0, plain.stdout[-3000:] + plain.stderr[-3000:]
-    proc = inject(kjv_data, tmp_path / "oom", {"FAULT_GRAPHS": "oom"}, "train.micro_batch=8", "train.grad_accum=1")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "cuda graphs: 2 blocks at micro-batch 8 x 64" in proc.stdout
-    assert "out of memory at micro-batch 8 with CUDA graphs: retrying with eager blocks" in proc.stdout
-    assert "retrying with micro-batch" not in proc.stdout
-    assert curve(tmp_path / "oom") == curve(tmp_path / "plain")
+    out = oom_run_beside_plain(kjv_data, tmp_path, {"FAULT_GRAPHS": "oom"}, "train.micro_batch=8", "train.grad_accum=1")
+    assert "cuda graphs: 2 blocks at micro-batch 8 x 64" in out
+    assert "out of memory at micro-batch 8 with CUDA graphs: retrying with eager blocks" in out
+    assert "retrying with micro-batch" not in out
 
 
 def test_out_of_memory_at_micro_batch_1_stops_with_advice(kjv_data, tmp_path):
