@@ -239,12 +239,13 @@ def main() -> int:
                 g.write(f.read())
     tl = timeline(trace, top_ops=a.top)
     n = a.profiled_steps
+    peak_allocated, peak_reserved = torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
     what = ("engine: forward, backward, optimizer step" if a.engine else "model: forward+backward, no optimizer") + (
         ", blocks compiled" if a.compile else "") + (", CUDA graphs" if a.cuda_graphs else "") + "".join(f", {o}" for o in a.ds) + (
         ", DeepSpeed's gradient checks" if a.deepspeed_checks else "")
     print(f"{a.config}: micro-batch {a.micro_batch} x {a.seq_len} ({what}): {tok_per_s:,.0f} tokens/s; a step takes "
-          f"{wall_ms:.1f} ms; first 3 steps {warmup_s:.0f} s; peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB allocated, "
-          f"{torch.cuda.max_memory_reserved() / 2**30:.1f} GiB reserved")
+          f"{wall_ms:.1f} ms; first 3 steps {warmup_s:.0f} s; peak {peak_allocated:.1f} GiB allocated, "
+          f"{peak_reserved:.1f} GiB reserved")
     print(f"profiled ({n} steps, per step): wall {tl['wall_ms'] / n:.1f} ms, GPU busy {tl['gpu_busy_ms'] / n:.1f} ms, "
           f"idle {tl['gpu_idle_ms'] / n:.1f} ms: " + ", ".join(f"{k} {v / n:.1f}" for k, v in tl["idle_ms_by_phase"].items())
           + " | CPU time per phase: " + ", ".join(f"{k} {v / n:.1f}" for k, v in tl["cpu_ms_by_phase"].items()))
@@ -256,8 +257,7 @@ def main() -> int:
     with open(a.out, "w") as f:
         json.dump({"config": a.config, "micro_batch": a.micro_batch, "seq_len": a.seq_len, "engine": a.engine,
                    "ds_overrides": a.ds, "deepspeed_checks": a.deepspeed_checks, "compile": a.compile, "cuda_graphs": a.cuda_graphs, "tokens_per_sec": tok_per_s, "step_wall_ms": wall_ms,
-                   "warmup_s": warmup_s, "max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
-                   "max_reserved_gib": torch.cuda.max_memory_reserved() / 2**30,
+                   "warmup_s": warmup_s, "max_allocated_gib": peak_allocated, "max_reserved_gib": peak_reserved,
                    "gpu": torch.cuda.get_device_name(), "profiled_steps": n, "timeline": tl}, f, indent=2)
     return 0
 

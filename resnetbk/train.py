@@ -420,18 +420,20 @@ class Trainer:
         import gc
 
         t, torch = self.cfg.train, self.torch
-        graphed = self.release_graphs is not None
-        if graphed:
+        old = t.micro_batch
+        if self.release_graphs is not None:
             self.release_graphs()
             self.release_graphs = None
-        elif t.micro_batch == 1:
+            retry = f"out of memory at micro-batch {old} with CUDA graphs: retrying with eager blocks"
+        elif old == 1:
             raise TrainingError("out of memory at micro-batch 1: use a strategy that offloads more "
                                 "(deepspeed.strategy=zero3-offload), activation checkpointing "
                                 "(train.activation_checkpoint_interval=1) or a shorter train.seq_len")
-        old = t.micro_batch
-        if not graphed:
+        else:
             t.micro_batch = old // 2 if old % 2 == 0 else 1
             t.grad_accum = t.grad_accum * old // t.micro_batch
+            retry = (f"out of memory at micro-batch {old}: retrying with micro-batch {t.micro_batch} x accumulation "
+                     f"{t.grad_accum} (global batch {self.global_batch} unchanged)")
         self.engine.zero_grad()
         self.engine.micro_steps = 0  # the failed step's micro-steps never reached an optimizer update
         self.engine.set_train_micro_batch_size(t.micro_batch)
@@ -439,9 +441,7 @@ class Trainer:
         gc.collect()
         if self.on_cuda:
             torch.cuda.empty_cache()
-        self.print(f"out of memory at micro-batch {old} with CUDA graphs: retrying with eager blocks" if graphed else
-                   f"out of memory at micro-batch {old}: retrying with micro-batch {t.micro_batch} x accumulation "
-                   f"{t.grad_accum} (global batch {self.global_batch} unchanged)")
+        self.print(retry)
         return self._make_sampler(consumed)
 
     def _capture_graphs(self) -> None:
