@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import moe_triton
 from .bk_core import resolvent_diagonal
 from .config import ModelConfig
 
@@ -117,7 +118,8 @@ class MoE(nn.Module):
     expert and layer made ResNet-BK's optimizer step twice GPT's at the same size (docs/performance.md).
     Under ZeRO-3 the stacked tensors are gathered when this module runs, whichever experts get tokens.
     In bf16 on a GPU the experts run as two grouped GEMMs with no host synchronisation (uses_grouped_gemm);
-    elsewhere one expert at a time.
+    elsewhere one expert at a time. On a GPU the routing glue around them (bias, gelu, un-sorting, gating) runs as
+    fused Triton kernels (uses_triton_glue); the PyTorch ops below are the same computation, for CPU and dropout.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -147,9 +149,19 @@ class MoE(nn.Module):
         load = counts.float() / slots.numel()
         balance_loss = n_experts * torch.sum(load * probs.mean(0))
         self.last_load = update_in_place(self.last_load, load.detach())
+        expert_of_row = slots.index_select(0, order)
+        if uses_triton_glue(flat) and not (self.training and self.dropout.p > 0):
+            # The same steps as below, each chain of row-wise ops in one kernel; the output bias is added in the combine.
+            rows = moe_triton.dispatch(flat, order, position, self.top_k)
+            if uses_grouped_gemm(rows):
+                y, bias = self._experts_grouped(rows, counts, expert_of_row, fused=True), self.proj_bias
+            else:
+                y, bias = self._experts_padded(rows, counts), None
+            out = moe_triton.combine(y, position, gate, bias, slots, expert_of_row)
+            return out.reshape(shape), balance_loss
         rows = _DispatchRows.apply(flat, order, position, self.top_k)
         if uses_grouped_gemm(rows):
-            y = self._experts_grouped(rows, counts, slots.index_select(0, order))
+            y = self._experts_grouped(rows, counts, expert_of_row)
         else:
             y = self._experts_padded(rows, counts)
         # Back to (token, slot) order; each token's output is the gate-weighted sum over its k slots.
@@ -157,12 +169,16 @@ class MoE(nn.Module):
         out = (y * gate.to(y.dtype)[..., None]).sum(1)
         return out.reshape(shape), balance_loss
 
-    def _experts_grouped(self, rows, counts, expert_of_row):
-        """All experts in two grouped GEMMs; the group sizes stay on the GPU, so nothing waits for the host."""
+    def _experts_grouped(self, rows, counts, expert_of_row, fused: bool = False):
+        """All experts in two grouped GEMMs; the group sizes stay on the GPU, so nothing waits for the host.
+        fused: the first bias and gelu in one Triton kernel, and the output bias left to moe_triton.combine."""
         ends = counts.cumsum(0).to(torch.int32)
-        h = _ExpertBias.apply(grouped_mm(rows, self.fc_weight.transpose(1, 2), offs=ends), self.fc_bias, expert_of_row)
-        y = _ExpertBias.apply(grouped_mm(F.gelu(h), self.proj_weight.transpose(1, 2), offs=ends), self.proj_bias,
-                              expert_of_row)
+        h = grouped_mm(rows, self.fc_weight.transpose(1, 2), offs=ends)
+        if fused:
+            return grouped_mm(moe_triton.bias_gelu(h, self.fc_bias, expert_of_row), self.proj_weight.transpose(1, 2),
+                              offs=ends)
+        h = F.gelu(_ExpertBias.apply(h, self.fc_bias, expert_of_row))
+        y = _ExpertBias.apply(grouped_mm(h, self.proj_weight.transpose(1, 2), offs=ends), self.proj_bias, expert_of_row)
         return self.dropout(y)
 
     def _experts_padded(self, rows, counts):
@@ -247,6 +263,12 @@ class _ExpertBias(torch.autograd.Function):
         (expert_of_row,) = ctx.saved_tensors
         one_hot = (torch.arange(ctx.n_experts, device=grad.device)[:, None] == expert_of_row).to(grad.dtype)
         return grad, one_hot @ grad, None
+
+
+def uses_triton_glue(x: torch.Tensor) -> bool:
+    """Whether MoE's routing glue runs as the fused Triton kernels of moe_triton (any CUDA tensor). Elsewhere, and
+    under dropout (which acts between the output bias and the combine), it runs as PyTorch ops."""
+    return x.is_cuda
 
 
 def uses_grouped_gemm(x: torch.Tensor) -> bool:

@@ -142,14 +142,17 @@ def dense_moe_reference(moe, x):
     return (picked * gate[..., None]).sum(1).reshape(x.shape)
 
 
+@pytest.mark.parametrize("glue", ["torch", "triton"])
 @pytest.mark.parametrize("path", ["padded", "grouped"])
 @pytest.mark.parametrize("top_k", [1, 2])
-def test_moe_paths_match_a_dense_float64_reference(monkeypatch, path, top_k):
-    """Both expert paths, forward and backward. On CPU the grouped path runs torch's grouped_mm fallback: it
-    checks the sorting, offsets, bias gathering and un-sorting around the GEMMs that the GPU path shares."""
+def test_moe_paths_match_a_dense_float64_reference(monkeypatch, glue, path, top_k):
+    """Both expert paths and both kinds of routing glue, forward and backward. On CPU the grouped path runs torch's
+    grouped_mm fallback: it checks the sorting, offsets, bias gathering and un-sorting around the GEMMs that the GPU
+    path shares; the Triton glue runs through Triton's interpreter."""
     import resnetbk.model as model_module
 
     monkeypatch.setattr(model_module, "uses_grouped_gemm", lambda x: path == "grouped")
+    monkeypatch.setattr(model_module, "uses_triton_glue", lambda x: glue == "triton")
     torch.manual_seed(0)
     cfg = ModelConfig(d_model=16, ffn_hidden=24, n_layers=2, moe_experts=4, moe_top_k=top_k)
     moe = model_module.MoE(cfg)
@@ -169,6 +172,46 @@ def test_moe_paths_match_a_dense_float64_reference(monkeypatch, path, top_k):
     ref_grads = torch.autograd.grad(reference.sum(), [x64, *weights(ref_moe)])
     for name, g, r in zip(["x", "fc_weight", "fc_bias", "proj_weight", "proj_bias", "router"], grads, ref_grads):
         assert torch.allclose(g.double(), r, atol=1e-4), name
+
+
+def test_moe_under_dropout_keeps_the_torch_glue(monkeypatch):
+    """Dropout acts on each expert's output before the combine, which the fused kernels do not do: in training with
+    dropout the MoE takes the PyTorch glue, in eval (dropout off) the fused one."""
+    import resnetbk.model as model_module
+
+    monkeypatch.setattr(model_module, "uses_triton_glue", lambda x: True)
+    calls, combine = [], model_module.moe_triton.combine
+    monkeypatch.setattr(model_module.moe_triton, "combine", lambda *args: calls.append(1) or combine(*args))
+    moe = model_module.MoE(ModelConfig(d_model=16, ffn_hidden=24, n_layers=2, moe_experts=4, moe_top_k=1, dropout=0.5))
+    x = torch.randn(2, 5, 16)
+    moe.train()(x)
+    assert calls == []
+    moe.eval()(x)
+    assert calls == [1]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_glue_on_gpu_matches_the_torch_glue_in_bf16(monkeypatch):
+    """The Triton glue against the PyTorch ops on the grouped bf16 path: outputs and gradients agree to bf16
+    rounding (the fused kernels round once, the ops after each step)."""
+    import resnetbk.model as model_module
+
+    torch.manual_seed(0)
+    moe = model_module.MoE(ModelConfig(d_model=256, ffn_hidden=512, n_layers=2, moe_experts=4, moe_top_k=2))
+    moe = moe.cuda().bfloat16()
+    with torch.no_grad():
+        moe.fc_bias.normal_(std=0.1)
+        moe.proj_bias.normal_(std=0.1)
+    x = torch.randn(4, 1000, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        monkeypatch.setattr(model_module, "uses_triton_glue", lambda _, f=fused: f)
+        out, _ = moe(x)
+        grads = torch.autograd.grad(out.float().square().sum(), [x, *moe.parameters()])
+        results.append([out, *grads])
+    for got, want in zip(*results):
+        assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 1e-2
 
 
 @pytest.mark.gpu
