@@ -15,7 +15,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import moe_triton
 from .bk_core import resolvent_diagonal
 from .config import ModelConfig
 
@@ -119,7 +118,7 @@ class MoE(nn.Module):
     Under ZeRO-3 the stacked tensors are gathered when this module runs, whichever experts get tokens.
     In bf16 on a GPU the experts run as two grouped GEMMs with no host synchronisation (uses_grouped_gemm);
     elsewhere one expert at a time. On a GPU the routing glue around them (bias, gelu, un-sorting, gating) runs as
-    fused Triton kernels (uses_triton_glue); the PyTorch ops below are the same computation, for CPU and dropout.
+    fused Triton kernels (uses_triton); the PyTorch ops below are the same computation, for CPU and dropout.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -150,8 +149,9 @@ class MoE(nn.Module):
         balance_loss = n_experts * torch.sum(load * probs.mean(0))
         self.last_load = update_in_place(self.last_load, load.detach())
         expert_of_row = slots.index_select(0, order)
-        if uses_triton_glue(flat) and not (self.training and self.dropout.p > 0):
+        if uses_triton(flat) and not (self.training and self.dropout.p > 0):
             # The same steps as below, each chain of row-wise ops in one kernel; the output bias is added in the combine.
+            from . import moe_triton  # imports triton, which CPU-only installs need not have
             rows = moe_triton.dispatch(flat, order, position, self.top_k)
             if uses_grouped_gemm(rows):
                 y, bias = self._experts_grouped(rows, counts, expert_of_row, fused=True), self.proj_bias
@@ -175,6 +175,8 @@ class MoE(nn.Module):
         ends = counts.cumsum(0).to(torch.int32)
         h = grouped_mm(rows, self.fc_weight.transpose(1, 2), offs=ends)
         if fused:
+            from . import moe_triton
+
             return grouped_mm(moe_triton.bias_gelu(h, self.fc_bias, expert_of_row), self.proj_weight.transpose(1, 2),
                               offs=ends)
         h = F.gelu(_ExpertBias.apply(h, self.fc_bias, expert_of_row))
@@ -249,8 +251,7 @@ class _Permute(torch.autograd.Function):
 
 
 class _ExpertBias(torch.autograd.Function):
-    """h + bias[expert_of_row]. Backward: the bias gradient is one matrix product of the rows' one-hot expert
-    matrix with the gradient (embedding's backward sorts the indices and reads their count to the host)."""
+    """h + bias[expert_of_row], with the bias gradient of expert_bias_grad."""
 
     @staticmethod
     def forward(ctx, h, bias, expert_of_row):
@@ -261,13 +262,21 @@ class _ExpertBias(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (expert_of_row,) = ctx.saved_tensors
-        one_hot = (torch.arange(ctx.n_experts, device=grad.device)[:, None] == expert_of_row).to(grad.dtype)
-        return grad, one_hot @ grad, None
+        return grad, expert_bias_grad(grad, expert_of_row, ctx.n_experts), None
 
 
-def uses_triton_glue(x: torch.Tensor) -> bool:
-    """Whether MoE's routing glue runs as the fused Triton kernels of moe_triton (any CUDA tensor). Elsewhere, and
-    under dropout (which acts between the output bias and the combine), it runs as PyTorch ops."""
+def expert_bias_grad(grad: torch.Tensor, expert_of_row: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Gradient of bias[expert_of_row] for the rows' gradient grad: the sum of each expert's rows, as one matrix
+    product of the one-hot expert matrix with grad (embedding's backward sorts the indices and reads their count to
+    the host)."""
+    one_hot = (torch.arange(n_experts, device=grad.device)[:, None] == expert_of_row).to(grad.dtype)
+    return one_hot @ grad
+
+
+def uses_triton(x: torch.Tensor) -> bool:
+    """Whether the fused Triton kernels run: the MoE's routing glue (moe_triton; not under dropout, which acts between
+    the output bias and the combine) and the training loss (loss_triton). On any CUDA tensor; elsewhere the same
+    computations run as PyTorch ops."""
     return x.is_cuda
 
 
@@ -397,7 +406,12 @@ class CausalLM(nn.Module):
         logits = F.linear(self.norm(x), self.embed.weight)  # tied LM head
         if targets is None:
             return logits
-        lm_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        if uses_triton(logits):
+            from .loss_triton import cross_entropy  # imports triton, which CPU-only installs need not have
+
+            lm_loss = cross_entropy(logits.flatten(0, 1), targets.flatten())
+        else:
+            lm_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         balance_loss = balance_loss / len(self.blocks)
         coef = self.cfg.moe_balance_coef if self.cfg.arch == "resnetbk" else 0.0
         return LMOutput(logits, lm_loss + coef * balance_loss, lm_loss, balance_loss)

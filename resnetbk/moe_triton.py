@@ -11,7 +11,7 @@ reading its inputs once, computing in float32 and rounding once to the output dt
   dispatch(x, order, index, k)      rows[r] = x[order[r] // k]; backward: grad_x[t] = sum_j grad_rows[index[t, j]]
 
 index[t, j] is the sorted row of token t's j-th slot (MoE's `position`); rows are sorted by expert. Bias gradients
-are one-hot matrix products (torch): a reduction over rows per expert is what a GEMM does best.
+are one-hot matrix products (model.expert_bias_grad): a reduction over rows per expert is what a GEMM does best.
 
 On CPU the kernels run only under TRITON_INTERPRET=1 (tests); the model uses the PyTorch glue there.
 """
@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from .model import expert_bias_grad
 
 BLOCK_ROWS = 16
 BLOCK_COLS = 256  # along the contiguous axis of a row
@@ -116,11 +118,6 @@ def _gather_sum_call(src, index, weight, bias, expert, n_tokens: int, k: int) ->
     return out
 
 
-def _bias_grad(grad_rows: torch.Tensor, expert_of_row: torch.Tensor, n_experts: int) -> torch.Tensor:
-    one_hot = (torch.arange(n_experts, device=grad_rows.device)[:, None] == expert_of_row).to(grad_rows.dtype)
-    return one_hot @ grad_rows
-
-
 class _BiasGelu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, bias, expert_of_row):
@@ -137,7 +134,7 @@ class _BiasGelu(torch.autograd.Function):
         grad_h = torch.empty_like(h)
         _bias_gelu_bwd[_row_grid(*h.shape)](grad.contiguous(), h, bias, expert_of_row, grad_h, *h.shape,
                                             BLOCK_R=BLOCK_ROWS, BLOCK_F=BLOCK_COLS)
-        return grad_h, _bias_grad(grad_h, expert_of_row, bias.shape[0]), None
+        return grad_h, expert_bias_grad(grad_h, expert_of_row, bias.shape[0]), None
 
 
 class _Combine(torch.autograd.Function):
@@ -159,7 +156,7 @@ class _Combine(torch.autograd.Function):
             grad.contiguous(), y, index, gate, bias if has_bias else y, expert_of_pair if has_bias else index,
             grad_y, grad_gate, n_tokens, y.shape[1], K=k, HAS_BIAS=has_bias, BLOCK_T=BLOCK_ROWS,
             BLOCK_D=BLOCK_COLS)
-        grad_bias = _bias_grad(grad_y, expert_of_row, bias.shape[0]) if has_bias and ctx.needs_input_grad[3] else None
+        grad_bias = expert_bias_grad(grad_y, expert_of_row, bias.shape[0]) if has_bias and ctx.needs_input_grad[3] else None
         return grad_y, None, grad_gate.to(gate.dtype), grad_bias, None, None
 
 

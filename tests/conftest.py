@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -39,3 +40,56 @@ def kjv_data(tmp_path_factory):
     proc = run_cli([sys.executable, "-m", "data_prep", "kjv", "--out", str(out), "--vocab-size", "512"])
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+# The tiny ResNet-BK of configs/tiny.yaml made smaller still, for runs through the launcher.
+TINY = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.ffn_hidden=128", "model.vocab_size=512",
+        "model.max_seq_len=64", "train.seq_len=64", "train.micro_batch=8", "optim.warmup_steps=4",
+        "sample.max_new_tokens=8"]
+# What the strategy runs below train: 12 steps of 16 sequences, every step logged, validation at the end.
+STRATEGY_RUN = ["train.global_batch=16", "train.max_steps=12", "train.log_interval=1", "train.eval_interval=12",
+                "sample.max_new_tokens=0"]
+STRATEGIES = ["zero0", "zero1", "zero2", "zero3", "zero2-offload", "zero3-offload"]
+
+
+def data_args(kjv):
+    return [f"data.train={kjv}/train", f"data.val={kjv}/val", f"data.tokenizer={kjv}/tokenizer.model"]
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def cpu_strategy_json(directory, strategy, name):
+    """ds_configs' CPU strategy, written to directory/<name>.json. ZeRO-3 gets stage3_param_persistence_threshold
+    0: tiny weights would otherwise never be partitioned."""
+    from resnetbk.profiles import strategy_config
+
+    config = strategy_config("cpu", strategy)
+    if config["zero_optimization"]["stage"] == 3:
+        config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="session")
+def strategy_runs(kjv_data, tmp_path_factory):
+    """The tiny ResNet-BK on 2 CPU ranks, fp32, same seed and data (STRATEGY_RUN), under each CPU strategy and under
+    zero2 with activation checkpointing on every block: {name: (run directory, strategy JSON)}. zero2 and zero3 save
+    at steps 6 and 12 (tests/test_export.py exports and resumes them); the others never save. One set of launches
+    for both test modules: each 2-rank launch spends most of its time starting."""
+    tmp = tmp_path_factory.mktemp("strategies")
+    deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
+    runs = {}
+    for name, strategy, extra in [*((s, s, []) for s in STRATEGIES),
+                                  ("zero2+checkpointing", "zero2", ["train.activation_checkpoint_interval=1"])]:
+        config, run_dir = cpu_strategy_json(tmp, strategy, name), tmp / name
+        saves = 6 if name in ("zero2", "zero3") else -1
+        proc = run_cli([deepspeed, "--num_gpus", "2", "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
+                        *data_args(kjv_data), *TINY, *STRATEGY_RUN, f"deepspeed.config={config}", *extra,
+                        f"train.save_interval={saves}", f"run_dir={run_dir}"], env={"DEEPSPEED_TIMEOUT": "5"})
+        assert proc.returncode == 0, f"{name}: " + proc.stdout[-3000:] + proc.stderr[-3000:]
+        runs[name] = (run_dir, config)
+    return runs

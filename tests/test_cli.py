@@ -2,6 +2,7 @@
 
 import json
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -11,6 +12,20 @@ from resnetbk.config import ConfigError, load_config
 
 def train(*args):
     return run_cli([sys.executable, "-m", "resnetbk.train", *args], timeout=120)
+
+
+def train_here(capfd, *args):
+    """resnetbk.train's entry point in this process, with what it wrote to stderr: the same checks as `train` without
+    a new interpreter per case, which spent two seconds importing torch (test_missing_config_file and the launcher test
+    keep the real command line covered)."""
+    from resnetbk.train import main
+
+    capfd.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as e:
+        code = e.code
+    return SimpleNamespace(returncode=code, stderr=capfd.readouterr().err)
 
 
 @pytest.mark.parametrize("override,fragment", [
@@ -44,9 +59,9 @@ def train(*args):
     ("data.curriculum.metric=ref_loss", "data.curriculum.metric"),  # not written beside these shards
     ("data.active.score=reducible", "data.active.score"),  # needs ref_loss, which is not there either
 ])
-def test_bad_overrides(kjv_data, override, fragment):
+def test_bad_overrides(capfd, kjv_data, override, fragment):
     data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
-    assert_one_line_error(train("--config", "configs/tiny.yaml", *data, override), fragment)
+    assert_one_line_error(train_here(capfd, "--config", "configs/tiny.yaml", *data, override), fragment)
 
 
 def test_under_the_launcher_only_rank_0_reports(kjv_data):
@@ -82,11 +97,12 @@ def test_missing_config_file():
     ({"optimizer": {"type": "Adam"}, "gradient_clipping": 1.0}, "optim"),
     ({"zero_optimization": {"stage": 2}}, "gradient_clipping"),
 ])
-def test_bad_deepspeed_json(tmp_path, kjv_data, content, fragment):
+def test_bad_deepspeed_json(capfd, tmp_path, kjv_data, content, fragment):
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(content))
     data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
-    assert_one_line_error(train("--config", "configs/tiny.yaml", *data, f"deepspeed.config={path}"), str(path), fragment)
+    assert_one_line_error(train_here(capfd, "--config", "configs/tiny.yaml", *data, f"deepspeed.config={path}"), str(path),
+                          fragment)
 
 
 def test_shipped_configs_load():

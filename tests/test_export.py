@@ -7,46 +7,12 @@ import sys
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli
-from test_train import TINY, data_args, read_metrics
-
-DEEPSPEED = os.path.join(os.path.dirname(sys.executable), "deepspeed")
-COMMON = ["train.global_batch=16", "train.max_steps=12", "train.log_interval=1", "train.eval_interval=12",
-          "sample.max_new_tokens=0"]
-
-
-def two_rank_run(kjv, run_dir, strategy_json):
-    proc = run_cli([DEEPSPEED, "--num_gpus", "2", "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
-                    *data_args(kjv), *TINY, *COMMON, f"deepspeed.config={strategy_json}", "train.save_interval=6",
-                    f"run_dir={run_dir}"])
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-def strategy_json(tmp, name):
-    from resnetbk.profiles import strategy_config
-
-    config = strategy_config("cpu", name)
-    if config["zero_optimization"]["stage"] == 3:
-        config["zero_optimization"]["stage3_param_persistence_threshold"] = 0  # partition even tiny weights
-    path = tmp / f"{name}.json"
-    path.write_text(json.dumps(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def runs(kjv_data, tmp_path_factory):
-    """12-step runs on 2 CPU ranks under ZeRO-2 and ZeRO-3, checkpoints at steps 6 and 12."""
-    tmp = tmp_path_factory.mktemp("export")
-    out = {}
-    for name in ("zero2", "zero3"):
-        out[name] = (tmp / name, strategy_json(tmp, name))
-        two_rank_run(kjv_data, *out[name])
-    return out
+from conftest import STRATEGY_RUN, TINY, assert_one_line_error, data_args, read_metrics, run_cli
 
 
 @pytest.mark.distributed
-def test_zero3_export_evaluates_and_generates_without_deepspeed(kjv_data, runs, tmp_path):
-    run_dir = runs["zero3"][0]
+def test_zero3_export_evaluates_and_generates_without_deepspeed(kjv_data, strategy_runs, tmp_path):
+    run_dir = strategy_runs["zero3"][0]
     proc = run_cli([sys.executable, "-m", "resnetbk.export", str(run_dir), "--out", str(tmp_path / "export")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(os.listdir(tmp_path / "export")) == ["config.yaml", "model.safetensors", "tokenizer.model"]
@@ -86,10 +52,10 @@ def test_export_and_evaluate_errors_are_one_line(kjv_data, tmp_path):
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("strategy", ["zero2", "zero3"])
-def test_resume_on_one_rank_through_the_universal_checkpoint(kjv_data, runs, tmp_path, strategy):
-    run_dir, config = runs[strategy]
+def test_resume_on_one_rank_through_the_universal_checkpoint(kjv_data, strategy_runs, tmp_path, strategy):
+    run_dir, config = strategy_runs[strategy]
     proc = run_cli([sys.executable, "-m", "resnetbk.train", "--config", "configs/tiny.yaml", *data_args(kjv_data), *TINY,
-                    *COMMON, f"deepspeed.config={config}", f"resume={run_dir / 'checkpoints' / 'step00000006'}",
+                    *STRATEGY_RUN, f"deepspeed.config={config}", f"resume={run_dir / 'checkpoints' / 'step00000006'}",
                     f"run_dir={tmp_path}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "converting it to DeepSpeed's universal checkpoint" in proc.stdout

@@ -15,8 +15,7 @@ import time
 import psutil
 import pytest
 
-from conftest import ROOT, assert_one_line_error, run_cli
-from test_train import TINY, data_args, read_metrics
+from conftest import ROOT, TINY, assert_one_line_error, data_args, read_metrics, run_cli
 
 pytestmark = pytest.mark.distributed
 

@@ -152,7 +152,7 @@ def test_moe_paths_match_a_dense_float64_reference(monkeypatch, glue, path, top_
     import resnetbk.model as model_module
 
     monkeypatch.setattr(model_module, "uses_grouped_gemm", lambda x: path == "grouped")
-    monkeypatch.setattr(model_module, "uses_triton_glue", lambda x: glue == "triton")
+    monkeypatch.setattr(model_module, "uses_triton", lambda x: glue == "triton")
     torch.manual_seed(0)
     cfg = ModelConfig(d_model=16, ffn_hidden=24, n_layers=2, moe_experts=4, moe_top_k=top_k)
     moe = model_module.MoE(cfg)
@@ -174,14 +174,36 @@ def test_moe_paths_match_a_dense_float64_reference(monkeypatch, glue, path, top_
         assert torch.allclose(g.double(), r, atol=1e-4), name
 
 
+@pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
+def test_triton_kernels_give_the_pytorch_loss_and_gradients(monkeypatch, arch):
+    """The whole model with its Triton kernels (the MoE glue and the loss, as on a GPU; here through Triton's
+    interpreter) against the same model with PyTorch ops, float32."""
+    import resnetbk.model as model_module
+
+    torch.manual_seed(0)
+    model = build_model(arch, **SMALL)
+    tokens = torch.randint(0, 97, (2, 30))
+    results = []
+    for triton in (False, True):
+        monkeypatch.setattr(model_module, "uses_triton", lambda x, t=triton: t)
+        model.zero_grad()
+        out = model(tokens[:, :-1], tokens[:, 1:])
+        out.loss.backward()
+        results.append([out.loss.detach(), *(p.grad.clone() for p in model.parameters())])
+    for torch_value, triton_value in zip(*results):
+        assert torch.allclose(torch_value, triton_value, atol=1e-6, rtol=1e-5)
+
+
 def test_moe_under_dropout_keeps_the_torch_glue(monkeypatch):
     """Dropout acts on each expert's output before the combine, which the fused kernels do not do: in training with
     dropout the MoE takes the PyTorch glue, in eval (dropout off) the fused one."""
     import resnetbk.model as model_module
 
-    monkeypatch.setattr(model_module, "uses_triton_glue", lambda x: True)
-    calls, combine = [], model_module.moe_triton.combine
-    monkeypatch.setattr(model_module.moe_triton, "combine", lambda *args: calls.append(1) or combine(*args))
+    monkeypatch.setattr(model_module, "uses_triton", lambda x: True)
+    import resnetbk.moe_triton as moe_triton
+
+    calls, combine = [], moe_triton.combine
+    monkeypatch.setattr(moe_triton, "combine", lambda *args: calls.append(1) or combine(*args))
     moe = model_module.MoE(ModelConfig(d_model=16, ffn_hidden=24, n_layers=2, moe_experts=4, moe_top_k=1, dropout=0.5))
     x = torch.randn(2, 5, 16)
     moe.train()(x)
@@ -206,7 +228,7 @@ def test_fused_glue_on_gpu_matches_the_torch_glue_in_bf16(monkeypatch):
     x = torch.randn(4, 1000, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(model_module, "uses_triton_glue", lambda _, f=fused: f)
+        monkeypatch.setattr(model_module, "uses_triton", lambda _, f=fused: f)
         out, _ = moe(x)
         grads = torch.autograd.grad(out.float().square().sum(), [x, *moe.parameters()])
         results.append([out, *grads])

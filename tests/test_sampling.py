@@ -266,7 +266,7 @@ def test_difficulty_command_writes_the_metrics_and_refuses_a_foreign_reference(k
 def test_curriculum_and_active_learning_resume_exactly_on_two_ranks(kjv_data, tmp_path):
     """Curriculum by rarity with a sequence-length warm-up, and RHO-LOSS selection, on 2 CPU ranks: a run
     saving at step 6 and one resumed from there log the same losses, selections and statistics, bitwise."""
-    from test_train import TINY, read_metrics
+    from conftest import TINY, read_metrics
 
     data = tmp_path / "kjv"
     shutil.copytree(kjv_data, data)
