@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .model import expert_bias_grad
+from .model import _DispatchRows, expert_bias_grad
 
 BLOCK_ROWS = 16
 BLOCK_COLS = 256  # along the contiguous axis of a row
@@ -31,7 +31,8 @@ INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
 
 @triton.jit
-def _bias_gelu_fwd(h_ptr, bias_ptr, expert_ptr, out_ptr, R, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+def _biased_rows(h_ptr, bias_ptr, expert_ptr, R, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+    """This program's tile of h + bias[expert] in float32, its offsets and mask."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     mask = (rows < R)[:, None] & (cols < F)[None, :]
@@ -39,19 +40,19 @@ def _bias_gelu_fwd(h_ptr, bias_ptr, expert_ptr, out_ptr, R, F, BLOCK_R: tl.const
     at = rows.to(tl.int64)[:, None] * F + cols[None, :]
     x = tl.load(h_ptr + at, mask=mask, other=0.0).to(tl.float32)
     x += tl.load(bias_ptr + expert[:, None] * F + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    return x, at, mask
+
+
+@triton.jit
+def _bias_gelu_fwd(h_ptr, bias_ptr, expert_ptr, out_ptr, R, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+    x, at, mask = _biased_rows(h_ptr, bias_ptr, expert_ptr, R, F, BLOCK_R, BLOCK_F)
     tl.store(out_ptr + at, (0.5 * x * (1.0 + tl.erf(x * SQRT_HALF))).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _bias_gelu_bwd(grad_ptr, h_ptr, bias_ptr, expert_ptr, out_ptr, R, F, BLOCK_R: tl.constexpr,
                    BLOCK_F: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-    mask = (rows < R)[:, None] & (cols < F)[None, :]
-    expert = tl.load(expert_ptr + rows, mask=rows < R, other=0).to(tl.int64)
-    at = rows.to(tl.int64)[:, None] * F + cols[None, :]
-    x = tl.load(h_ptr + at, mask=mask, other=0.0).to(tl.float32)
-    x += tl.load(bias_ptr + expert[:, None] * F + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x, at, mask = _biased_rows(h_ptr, bias_ptr, expert_ptr, R, F, BLOCK_R, BLOCK_F)
     slope = 0.5 * (1.0 + tl.erf(x * SQRT_HALF)) + x * tl.exp(-0.5 * x * x) * INV_SQRT_2PI
     grad = tl.load(grad_ptr + at, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + at, (grad * slope).to(out_ptr.dtype.element_ty), mask=mask)
@@ -160,12 +161,8 @@ class _Combine(torch.autograd.Function):
         return grad_y, None, grad_gate.to(gate.dtype), grad_bias, None, None
 
 
-class _Dispatch(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, order, index, k: int):
-        ctx.save_for_backward(index)
-        ctx.k = k
-        return x.index_select(0, torch.div(order, k, rounding_mode="floor"))
+class _Dispatch(_DispatchRows):
+    """model._DispatchRows with its backward (gather k rows per token, sum them) as one kernel."""
 
     @staticmethod
     def backward(ctx, grad):

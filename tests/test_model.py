@@ -212,11 +212,9 @@ def test_moe_under_dropout_keeps_the_torch_glue(monkeypatch):
     assert calls == [1]
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fused_glue_on_gpu_matches_the_torch_glue_in_bf16(monkeypatch):
-    """The Triton glue against the PyTorch ops on the grouped bf16 path: outputs and gradients agree to bf16
-    rounding (the fused kernels round once, the ops after each step)."""
+def assert_gpu_moe_paths_agree_in_bf16(monkeypatch, switch: str):
+    """The bf16 MoE on a GPU with model.<switch> returning True, then False: outputs and gradients agree to bf16
+    rounding."""
     import resnetbk.model as model_module
 
     torch.manual_seed(0)
@@ -226,39 +224,30 @@ def test_fused_glue_on_gpu_matches_the_torch_glue_in_bf16(monkeypatch):
         moe.fc_bias.normal_(std=0.1)
         moe.proj_bias.normal_(std=0.1)
     x = torch.randn(4, 1000, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    assert getattr(model_module, switch)(x)
     results = []
-    for fused in (True, False):
-        monkeypatch.setattr(model_module, "uses_triton", lambda _, f=fused: f)
+    for on in (True, False):
+        monkeypatch.setattr(model_module, switch, lambda _, on=on: on)
         out, _ = moe(x)
         grads = torch.autograd.grad(out.float().square().sum(), [x, *moe.parameters()])
         results.append([out, *grads])
     for got, want in zip(*results):
         assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fused_glue_on_gpu_matches_the_torch_glue_in_bf16(monkeypatch):
+    """The Triton glue against the PyTorch ops on the grouped path (the fused kernels round once, the ops after each
+    step)."""
+    assert_gpu_moe_paths_agree_in_bf16(monkeypatch, "uses_triton")
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_grouped_moe_on_gpu_matches_the_padded_path_in_bf16(monkeypatch):
-    """The CUTLASS grouped GEMMs against one GEMM per expert, same bf16 weights and routing: outputs and
-    gradients agree to bf16 rounding."""
-    import resnetbk.model as model_module
-
-    torch.manual_seed(0)
-    moe = model_module.MoE(ModelConfig(d_model=256, ffn_hidden=512, n_layers=2, moe_experts=4, moe_top_k=2))
-    moe = moe.cuda().bfloat16()
-    with torch.no_grad():
-        moe.fc_bias.normal_(std=0.1)
-        moe.proj_bias.normal_(std=0.1)
-    x = torch.randn(4, 1000, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    assert model_module.uses_grouped_gemm(x)
-    results = []
-    for grouped in (True, False):
-        monkeypatch.setattr(model_module, "uses_grouped_gemm", lambda _, g=grouped: g)
-        out, _ = moe(x)
-        grads = torch.autograd.grad(out.float().square().sum(), [x, *moe.parameters()])
-        results.append([out, *grads])
-    for got, want in zip(*results):
-        assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 1e-2
+    """The CUTLASS grouped GEMMs against one GEMM per expert, same bf16 weights and routing."""
+    assert_gpu_moe_paths_agree_in_bf16(monkeypatch, "uses_grouped_gemm")
 
 
 @pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
