@@ -149,27 +149,23 @@ class MoE(nn.Module):
         balance_loss = n_experts * torch.sum(load * probs.mean(0))
         self.last_load = update_in_place(self.last_load, load.detach())
         expert_of_row = slots.index_select(0, order)
-        if uses_triton(flat) and not (self.training and self.dropout.p > 0):
-            # The same steps as below, each chain of row-wise ops in one kernel; the output bias is added in the combine.
+        # Fused: the same steps, each chain of row-wise ops as one Triton kernel, the output bias added in the combine.
+        fused = uses_triton(flat) and not (self.training and self.dropout.p > 0)
+        if fused:
             from . import moe_triton  # imports triton, which CPU-only installs need not have
-            rows = moe_triton.dispatch(flat, order, position, self.top_k)
-            if uses_grouped_gemm(rows):
-                y, bias = self._experts_grouped(rows, counts, expert_of_row, fused=True), self.proj_bias
-            else:
-                y, bias = self._experts_padded(rows, counts), None
-            out = moe_triton.combine(y, position, gate, bias, slots, expert_of_row)
-            return out.reshape(shape), balance_loss
-        rows = _DispatchRows.apply(flat, order, position, self.top_k)
-        if uses_grouped_gemm(rows):
-            y = self._experts_grouped(rows, counts, expert_of_row)
+        dispatch = moe_triton.dispatch if fused else _DispatchRows.apply
+        rows = dispatch(flat, order, position, self.top_k)
+        grouped = uses_grouped_gemm(rows)
+        y = self._experts_grouped(rows, counts, expert_of_row, fused) if grouped else self._experts_padded(rows, counts)
+        if fused:
+            out = moe_triton.combine(y, position, gate, self.proj_bias if grouped else None, slots, expert_of_row)
         else:
-            y = self._experts_padded(rows, counts)
-        # Back to (token, slot) order; each token's output is the gate-weighted sum over its k slots.
-        y = _Permute.apply(y, position, order).view(-1, self.top_k, shape[-1])
-        out = (y * gate.to(y.dtype)[..., None]).sum(1)
+            # Back to (token, slot) order; each token's output is the gate-weighted sum over its k slots.
+            y = _Permute.apply(y, position, order).view(-1, self.top_k, shape[-1])
+            out = (y * gate.to(y.dtype)[..., None]).sum(1)
         return out.reshape(shape), balance_loss
 
-    def _experts_grouped(self, rows, counts, expert_of_row, fused: bool = False):
+    def _experts_grouped(self, rows, counts, expert_of_row, fused: bool):
         """All experts in two grouped GEMMs; the group sizes stay on the GPU, so nothing waits for the host.
         fused: the first bias and gelu in one Triton kernel, and the output bias left to moe_triton.combine."""
         ends = counts.cumsum(0).to(torch.int32)

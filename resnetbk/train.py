@@ -417,9 +417,7 @@ class Trainer:
         """Out of memory in the first step: drop the CUDA graphs if there are any (their pool holds memory that
         eager blocks may not need), else halve the micro-batch and double accumulation (global batch unchanged);
         then retry the step from the same samples."""
-        import gc
-
-        t, torch = self.cfg.train, self.torch
+        t = self.cfg.train
         old = t.micro_batch
         if self.release_graphs is not None:
             self.release_graphs()
@@ -438,17 +436,21 @@ class Trainer:
         self.engine.micro_steps = 0  # the failed step's micro-steps never reached an optimizer update
         self.engine.set_train_micro_batch_size(t.micro_batch)
         self.engine.set_train_batch_size(self.global_batch)
-        gc.collect()
-        if self.on_cuda:
-            torch.cuda.empty_cache()
+        self._free_memory()
         self.print(retry)
         return self._make_sampler(consumed)
+
+    def _free_memory(self) -> None:
+        """Returns what an out-of-memory attempt left behind (its tensors, the allocator's cached blocks)."""
+        import gc
+
+        gc.collect()
+        if self.on_cuda:
+            self.torch.cuda.empty_cache()
 
     def _capture_graphs(self) -> None:
         """The blocks as CUDA graphs at the training shape (resnetbk/cuda_graphs.py), where the run allows it. Tried
         once, before the first step: a run that then runs out of memory continues with eager blocks."""
-        import gc
-
         from . import cuda_graphs
 
         t, torch = self.cfg.train, self.torch
@@ -464,9 +466,7 @@ class Trainer:
                 self.release_graphs = cuda_graphs.graph_blocks(module, t.micro_batch, t.seq_len)
             except torch.OutOfMemoryError:  # capturing needs a warm-up pass's memory beside the graphs' pool
                 why = f"out of memory while capturing micro-batch {t.micro_batch}"
-                gc.collect()
-                if self.on_cuda:
-                    torch.cuda.empty_cache()
+                self._free_memory()
         if why is None:
             self.print(f"cuda graphs: {len(module.blocks)} blocks at micro-batch {t.micro_batch} x {t.seq_len}")
         elif self.on_cuda:  # on CPU there is nothing to say about a GPU feature
