@@ -5,9 +5,14 @@
 
 Each (GPU count, strategy) is one `deepspeed --num_gpus N --module resnetbk.train` run. From its
 metrics.jsonl: tokens/s and model TFLOP/s per GPU (mean over logged intervals after the first, which holds
-start-up), peak GPU memory (torch's max allocated, rank 0), host RSS of rank 0, and the loss curve. Runs
-with the same strategy are compared with the first GPU count's curve (max |loss difference|); pass
-train.global_batch=... so every GPU count trains on the same batches.
+start-up), peak GPU memory (torch's max allocated, rank 0), host RSS of rank 0, and the loss curve. Each run
+is compared with the same strategy's run at the first GPU count:
+- scaling/GPU: its tokens/s per GPU over the first count's. Weak scaling, with a fixed micro-batch per GPU and
+  train.global_batch unset, so the global batch grows with the GPU count and every rank does the same work per
+  step at any count: the cost of going parallel. With train.global_batch=... fixed instead, the first count
+  accumulates micro-batches, which also spreads its optimizer step over more tokens.
+- vs 1st: the largest |loss difference| along the curve, only when both runs trained on the same batches
+  (equal global batch, so equal tokens per step); "-" otherwise.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ def run_one(args, ngpus: int, strategy: str) -> dict:
                max_allocated_gib=max(r.get("max_allocated_gib", 0.0) for r in records),
                max_reserved_gib=max(r.get("max_reserved_gib", 0.0) for r in records),
                host_rss_gib=max(r["host_rss_gib"] for r in records), losses=[r["loss"] for r in records],
-               final_loss=records[-1]["loss"], val_loss=records[-1].get("val_loss"),
+               final_loss=records[-1]["loss"], tokens=records[-1]["tokens"], val_loss=records[-1].get("val_loss"),
                micro_batch=records[-1].get("micro_batch"))  # after any start-up OOM halving
     return row
 
@@ -66,20 +71,24 @@ def main() -> int:
     args = parser.parse_args()
 
     rows = []
-    header = (f"{'GPUs':>4} {'strategy':<14} {'tok/s':>10} {'tok/s/GPU':>10} {'TFLOP/s/GPU':>11} {'MFU':>6} "
+    header = (f"{'GPUs':>4} {'strategy':<14} {'tok/s':>10} {'tok/s/GPU':>10} {'scaling':>8} {'TFLOP/s/GPU':>11} {'MFU':>6} "
               f"{'GPU GiB':>8} {'resv GiB':>8} {'host GiB':>8} {'loss':>7} {'vs 1st':>8} {'wall s':>7}")
     print(header, flush=True)
-    first_curve = {}
+    first = {}  # strategy -> its row at the first GPU count
     for strategy in args.strategies.split(","):
         for ngpus in (int(n) for n in args.ngpus.split(",")):
             row = run_one(args, ngpus, strategy)
             if row["ok"]:
-                ref = first_curve.setdefault(strategy, row["losses"])
-                row["max_loss_diff_vs_first"] = max(abs(a - b) for a, b in zip(row["losses"], ref))
+                ref = first.setdefault(strategy, row)
+                row["scaling_per_gpu"] = row["tokens_per_sec_per_gpu"] / ref["tokens_per_sec_per_gpu"]
+                same_batches = row["tokens"] == ref["tokens"]
+                row["max_loss_diff_vs_first"] = (max(abs(a - b) for a, b in zip(row["losses"], ref["losses"]))
+                                                 if same_batches else None)
                 mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "-"
+                diff = f"{row['max_loss_diff_vs_first']:.4f}" if same_batches else "-"
                 print(f"{ngpus:>4} {strategy:<14} {row['tokens_per_sec']:>10,.0f} {row['tokens_per_sec_per_gpu']:>10,.0f} "
-                      f"{row['tflops_per_gpu']:>11.1f} {mfu:>6} {row['max_allocated_gib']:>8.1f} "
-                      f"{row['max_reserved_gib']:>8.1f} {row['host_rss_gib']:>8.1f} {row['final_loss']:>7.3f} {row['max_loss_diff_vs_first']:>8.4f} "
+                      f"{row['scaling_per_gpu']:>8.1%} {row['tflops_per_gpu']:>11.1f} {mfu:>6} {row['max_allocated_gib']:>8.1f} "
+                      f"{row['max_reserved_gib']:>8.1f} {row['host_rss_gib']:>8.1f} {row['final_loss']:>7.3f} {diff:>8} "
                       f"{row['wall_sec']:>7.0f}", flush=True)
             else:
                 print(f"{ngpus:>4} {strategy:<14} FAILED: {row['error']}", flush=True)

@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu_session.sh strategies        # one GPU: each h100 strategy trains `small` for 50 steps
 #   bash benchmarks/gpu_session.sh largest           # one GPU: 1b, 3b under zero3-offload, a few steps
 #   bash benchmarks/gpu_session.sh largest7b         # one GPU: 7b as its preset says (zero3-offload-partial)
-#   bash benchmarks/gpu_session.sh multi             # all GPUs: zero2/zero3 at 1..N GPUs, equal global batch
+#   bash benchmarks/gpu_session.sh multi             # all GPUs: zero2/zero3 weak scaling at 1, 2, 4.. GPUs
+#   bash benchmarks/gpu_session.sh multi-equal       # all GPUs: zero2/zero3 at 1 and N GPUs, equal global batch
 #   bash benchmarks/gpu_session.sh faults            # one GPU: start-up OOM retry; kill at step 17, resume, export
 #   PRESETS=small bash benchmarks/gpu_session.sh archs  # one GPU: ResNet-BK vs GPT tokens/s at N = 1k-16k
 #     (then: python benchmarks/plot_throughput.py $OUT/arch_throughput_*.json --out arch.svg)
@@ -68,12 +69,19 @@ EOF
       kill "$monitor"; cp /tmp/largest7b/metrics.jsonl "$OUT/largest_7b_metrics.jsonl"
       ;;
     multi)
-      # Session 6 measured 1 and 2 GPUs this way (docs/performance.md); sessions 2-3 used micro-batch 16, 50 steps.
-      counts=$(seq -s, 1 "$NGPUS")
+      # Weak scaling (issue 8's measure): micro-batch 64 per GPU, no accumulation, so the global batch grows with
+      # the GPU count and each rank's work per step stays the same. Counts 1, 2, 4, .. up to the machine's.
+      counts=1; n=2; while [ "$n" -le "$NGPUS" ]; do counts=$counts,$n; n=$((n * 2)); done
       python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "$counts" --steps 30 \
-        --strategies zero2,zero3 --out "$OUT/multi_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=32 \
-        train.global_batch=$((32 * NGPUS))
-      # DeepSpeed's MoE layer with experts split over the GPUs (all-to-all over NCCL).
+        --strategies zero2,zero3 --out "$OUT/weak_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=64
+      ;;
+    multi-equal)
+      # The same global batch at 1 and N GPUs (1 GPU accumulates), so the loss curves must agree; sessions 6-10
+      # measured scaling this way (docs/performance.md). Then DeepSpeed's MoE layer with experts split over the
+      # GPUs (all-to-all over NCCL).
+      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "1,$NGPUS" --steps 30 \
+        --strategies zero2,zero3 --out "$OUT/multi_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=64 \
+        train.global_batch=$((64 * NGPUS))
       python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "$NGPUS" --steps 50 --strategies zero2 \
         --out "$OUT/moe_ep_${NGPUS}gpu.json" "${KJV[@]}" model.moe_impl=deepspeed model.moe_ep_size="$NGPUS" \
         train.micro_batch=16 train.global_batch=$((16 * NGPUS)) || true
@@ -96,6 +104,6 @@ EOF
         --out "$OUT/arch_throughput_$(echo "${PRESETS:-small,base}" | tr , _).json" "${KJV[@]}" \
         data.val=data/kjv/train || true  # the held-out books are shorter than 16385 tokens each
       ;;
-    *) echo "unknown section '$what' (strategies, largest, largest7b, multi, faults, archs)" >&2; exit 2 ;;
+    *) echo "unknown section '$what' (strategies, largest, largest7b, multi, multi-equal, faults, archs)" >&2; exit 2 ;;
   esac
 done
