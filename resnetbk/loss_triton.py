@@ -26,12 +26,12 @@ def _ce_fwd(logits_ptr, targets_ptr, loss_ptr, lse_ptr, V, stride, IGNORE: tl.co
     row = tl.program_id(0)
     base = logits_ptr + row.to(tl.int64) * stride
     cols = tl.arange(0, BLOCK)
-    # Online log-sum-exp per lane: a running maximum and the sum of exp(x - maximum). Lanes past V hold -1e30, whose
-    # terms vanish once any lane has seen a logit.
+    # Online log-sum-exp per lane: a running maximum and the sum of exp(x - maximum). Lanes past V load -inf (a finite
+    # fill would overflow to it in fp16 anyway), adding exp(-inf) = 0; the maximum starts finite, so no inf - inf.
     best = tl.full([BLOCK], -1e30, tl.float32)
     total = tl.zeros([BLOCK], tl.float32)
     for start in range(0, V, BLOCK):
-        x = tl.load(base + start + cols, mask=start + cols < V, other=-1e30).to(tl.float32)
+        x = tl.load(base + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32)
         new_best = tl.maximum(best, x)
         total = total * tl.exp(best - new_best) + tl.exp(x - new_best)
         best = new_best

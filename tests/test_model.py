@@ -212,18 +212,18 @@ def test_moe_under_dropout_keeps_the_torch_glue(monkeypatch):
     assert calls == [1]
 
 
-def assert_gpu_moe_paths_agree_in_bf16(monkeypatch, switch: str):
-    """The bf16 MoE on a GPU with model.<switch> returning True, then False: outputs and gradients agree to bf16
-    rounding."""
+def assert_gpu_moe_paths_agree(monkeypatch, switch: str, dtype=torch.bfloat16):
+    """The MoE in dtype on a GPU with model.<switch> returning True, then False: outputs and gradients agree to
+    bf16 rounding."""
     import resnetbk.model as model_module
 
     torch.manual_seed(0)
     moe = model_module.MoE(ModelConfig(d_model=256, ffn_hidden=512, n_layers=2, moe_experts=4, moe_top_k=2))
-    moe = moe.cuda().bfloat16()
+    moe = moe.cuda().to(dtype)
     with torch.no_grad():
         moe.fc_bias.normal_(std=0.1)
         moe.proj_bias.normal_(std=0.1)
-    x = torch.randn(4, 1000, 256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    x = torch.randn(4, 1000, 256, device="cuda", dtype=dtype, requires_grad=True)
     assert getattr(model_module, switch)(x)
     results = []
     for on in (True, False):
@@ -237,17 +237,18 @@ def assert_gpu_moe_paths_agree_in_bf16(monkeypatch, switch: str):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_fused_glue_on_gpu_matches_the_torch_glue_in_bf16(monkeypatch):
-    """The Triton glue against the PyTorch ops on the grouped path (the fused kernels round once, the ops after each
-    step)."""
-    assert_gpu_moe_paths_agree_in_bf16(monkeypatch, "uses_triton")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_glue_on_gpu_matches_the_torch_glue(monkeypatch, dtype):
+    """The Triton glue against the PyTorch ops (the fused kernels round once, the ops after each step): bf16 on the
+    grouped GEMMs, fp16 (the t4 and v100 profiles) on the padded per-expert path."""
+    assert_gpu_moe_paths_agree(monkeypatch, "uses_triton", dtype)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_grouped_moe_on_gpu_matches_the_padded_path_in_bf16(monkeypatch):
     """The CUTLASS grouped GEMMs against one GEMM per expert, same bf16 weights and routing."""
-    assert_gpu_moe_paths_agree_in_bf16(monkeypatch, "uses_grouped_gemm")
+    assert_gpu_moe_paths_agree(monkeypatch, "uses_grouped_gemm")
 
 
 @pytest.mark.parametrize("arch", ["resnetbk", "gpt"])

@@ -11,7 +11,7 @@ from resnetbk import moe_triton
 from resnetbk.model import sort_by_expert
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
-TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}  # relative to the largest reference value
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}  # relative to the largest reference value
 
 
 def close(got, want, dtype):
@@ -34,7 +34,7 @@ def leaves(*tensors, dtype):
     return [t.to(DEVICE, dtype).detach().requires_grad_() for t in tensors]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])  # fp16: the t4 and v100 profiles
 @pytest.mark.parametrize("rows,width", [(1, 1), (37, 300), (70, 20)])
 def test_bias_gelu(dtype, rows, width):
     gen = torch.Generator().manual_seed(rows)
@@ -53,7 +53,7 @@ def test_bias_gelu(dtype, rows, width):
         assert close(g, w, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])  # fp16: the t4 and v100 profiles
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_combine(dtype, k, with_bias):
@@ -77,7 +77,7 @@ def test_combine(dtype, k, with_bias):
         assert close(g, w, dtype), name
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])  # fp16: the t4 and v100 profiles
 @pytest.mark.parametrize("k", [1, 2])
 def test_dispatch(dtype, k):
     n_tokens, width = 45, 300
