@@ -25,6 +25,10 @@ NVME_PLACEHOLDER = "/local_nvme"  # replaced by deepspeed.nvme_path in the run c
 # partial offload, offload_optimizer.ratio). 0.7 fits the 7b preset (7.1B) on one 80 GB GPU with 128 GiB of host
 # memory, where zero3-offload needs about 20 bytes per parameter on the host (docs/performance.md).
 PARTIAL_OFFLOAD_RATIO = 0.7
+# ZeRO-3 gathers, releases and reduces each block as one unit (DeepSpeed's leaf modules) instead of through hooks
+# on each of its submodules (norms, mixer, its projections, router, MoE: about ten per block). Same weights
+# gathered, same losses; the per-module hooks' host time was most of ZeRO-3's step (docs/performance.md).
+ZERO3_LEAF_BLOCKS = ("ResNetBKBlock", "GPTBlock")  # class names in resnetbk/model.py
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ def strategy_config(profile: str, strategy: str) -> dict:
     if stage == 3:
         zero.update(stage3_prefetch_bucket_size=p.bucket, stage3_param_persistence_threshold=int(1e5),
                     stage3_max_live_parameters=int(1e9), stage3_max_reuse_distance=int(1e9),
-                    stage3_gather_16bit_weights_on_model_save=True)
+                    stage3_gather_16bit_weights_on_model_save=True, leaf_module={"classes": list(ZERO3_LEAF_BLOCKS)})
     if strategy.endswith("-offload"):
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
         if stage == 3:

@@ -148,3 +148,20 @@ def test_each_profile_lists_its_strategies():
     assert strategy_names("cpu") == ["zero0", "zero1", "zero2", "zero3", "zero2-offload", "zero3-offload"]
     for name, profile in PROFILES.items():
         assert profile.default_strategy in strategy_names(name)
+
+
+@pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
+def test_zero3_leaf_modules_are_the_model_blocks(arch):
+    """DeepSpeed finds leaf modules by class name and skips a name that matches nothing, so a renamed block would
+    silently bring back the per-submodule hooks: every block, and nothing else, must match the committed name."""
+    from deepspeed.runtime.zero.leaf_module_config import DeepSpeedZeroLeafModuleConfig
+    from deepspeed.utils.z3_leaf_module import apply_zero_leaf_module_config
+
+    from resnetbk.config import ModelConfig
+    from resnetbk.model import CausalLM
+
+    leaf = strategy_config("h100", "zero3")["zero_optimization"]["leaf_module"]
+    model = CausalLM(ModelConfig(arch=arch, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64, vocab_size=97,
+                                 max_seq_len=16))
+    matched = apply_zero_leaf_module_config(model, DeepSpeedZeroLeafModuleConfig(**leaf))
+    assert [id(m) for m in matched] == [id(b) for b in model.blocks]
