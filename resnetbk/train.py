@@ -153,7 +153,7 @@ class Trainer:
         deepspeed.init_distributed(timeout=datetime.timedelta(minutes=cfg.train.collective_timeout_min))
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
-        self.device = torch.device(accel.device_name(), int(os.environ.get("LOCAL_RANK", 0))) if self.on_cuda else torch.device("cpu")
+        self.device = torch.device(accel.device_name(), int(os.environ.get("LOCAL_RANK", "0"))) if self.on_cuda else torch.device("cpu")
         if self.on_cuda:
             accel.set_device(self.device.index)
 
