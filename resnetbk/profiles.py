@@ -89,7 +89,11 @@ def strategy_config(profile: str, strategy: str) -> dict:
     if stage == 3:
         zero.update(stage3_prefetch_bucket_size=p.bucket, stage3_param_persistence_threshold=int(1e5),
                     stage3_max_live_parameters=int(1e9), stage3_max_reuse_distance=int(1e9),
-                    stage3_gather_16bit_weights_on_model_save=True, leaf_module={"classes": list(ZERO3_LEAF_BLOCKS)})
+                    stage3_gather_16bit_weights_on_model_save=True, leaf_module={"classes": list(ZERO3_LEAF_BLOCKS)},
+                    # Otherwise zero.Init replaces torch.nn.functional.linear, for the whole process, with a Python
+                    # autograd function (DeepSpeed's default; its mem_efficient_linear argument loses to this key).
+                    # Plain autograd already holds the partitioned parameter, which ZeRO-3 gathers for backward.
+                    memory_efficient_linear=False)
     if strategy.endswith("-offload"):
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
         if stage == 3:

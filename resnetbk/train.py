@@ -108,16 +108,15 @@ def construct_model(model_cfg, ds_config: dict):
     There each module's weights are partitioned (and offloaded) as soon as the module is built, so no rank
     ever holds the whole model (a 7B model built plainly is 28 GB of fp32 on every rank before ZeRO splits it).
     DeepSpeed gathers the weights around module.apply, so CausalLM's initialisation still writes them, and
-    the weights equal those of a plain build from the same seed. mem_efficient_linear=False: otherwise
-    DeepSpeed replaces torch.nn.functional.linear for the rest of the process; plain autograd already
-    re-gathers weights for backward.
+    the weights equal those of a plain build from the same seed. Whether DeepSpeed replaces
+    torch.nn.functional.linear is the JSON's zero_optimization.memory_efficient_linear (false in ds_configs/).
     """
     import deepspeed
 
     from .model import CausalLM
 
     stage = ds_config.get("zero_optimization", {}).get("stage", 0)
-    with deepspeed.zero.Init(config_dict_or_path=ds_config, mem_efficient_linear=False, enabled=stage == 3):
+    with deepspeed.zero.Init(config_dict_or_path=ds_config, enabled=stage == 3):
         return CausalLM(model_cfg)
 
 

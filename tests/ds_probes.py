@@ -6,7 +6,8 @@ loss alone, the other on the full loss. Writes, per path, how far the router and
 
 zero3 (2 ranks): both architectures built by the trainer's construct_model under ZeRO-3 (deepspeed.zero.Init)
 against a plain build from the same seed. Writes, per architecture, the largest weight difference (gathered), the
-share of the weights each rank holds, and whether the weight-decay groups agree. Then an engine with DeepSpeed's
+share of the weights each rank holds, whether the weight-decay groups agree, and whether zero.Init replaced
+torch.nn.functional.linear (the committed ZeRO-3 settings, persistence threshold 0). Then an engine with DeepSpeed's
 partial optimizer offload and the trainer's LR schedule: the lr of each of its GPU-side optimizer's groups against
 the CPU optimizer's, over a few scheduler steps.
 
@@ -106,11 +107,14 @@ def moe_probe(rank: int) -> dict:
 
 
 def zero3_probe(world: int) -> dict:
+    from resnetbk.profiles import strategy_config
     from resnetbk.train import construct_model
 
     results = {}
+    zero = {**strategy_config("cpu", "zero3")["zero_optimization"], "stage3_param_persistence_threshold": 0}
     ds = {"train_micro_batch_size_per_gpu": 1, "train_batch_size": world, "gradient_accumulation_steps": 1,
-          "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}}
+          "zero_optimization": zero}
+    linear = torch.nn.functional.linear
     for arch in ("resnetbk", "gpt"):
         cfg = ModelConfig(arch=arch, vocab_size=64, max_seq_len=16, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64)
         torch.manual_seed(3)
@@ -127,6 +131,7 @@ def zero3_probe(world: int) -> dict:
             shapes_equal = [p.shape for p in plain.parameters()] == [p.shape for p in params]
         results[arch] = {"max_abs_diff": diff, "shapes_equal": shapes_equal, "share_held": held,
                          "partitioned": empty, "decay_groups_equal": groups[0] == groups[1]}
+    results["linear_replaced"] = torch.nn.functional.linear is not linear
     results["partial_offload"] = partial_offload_lrs(model, ds)
     return results
 
