@@ -2,6 +2,7 @@
 
 ResNet-BK block: x + BKMixer(norm(x)), then x + MoE(norm(x)).
 GPT block:       x + CausalSelfAttention(norm(x)), then x + MLP(norm(x)).
+(Written as AddRMSNorm calls, which return the residual stream beside its norm so that a GPU fuses the two.)
 Both: token embedding (GPT adds learned positions; the causal BK recursion is ordered by itself),
 final norm, LM head tied to the embedding.
 """
@@ -271,8 +272,8 @@ def expert_bias_grad(grad: torch.Tensor, expert_of_row: torch.Tensor, n_experts:
 
 def uses_triton(x: torch.Tensor) -> bool:
     """Whether the fused Triton kernels run: the MoE's routing glue (moe_triton; not under dropout, which acts between
-    the output bias and the combine) and the training loss (loss_triton). On any CUDA tensor; elsewhere the same
-    computations run as PyTorch ops."""
+    the output bias and the combine), the norms with their residual adds (norm_triton) and the training loss
+    (loss_triton). On any CUDA tensor; elsewhere the same computations run as PyTorch ops."""
     return x.is_cuda
 
 
@@ -330,29 +331,48 @@ class CausalSelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, N, D))
 
 
+class AddRMSNorm(nn.RMSNorm):
+    """RMSNorm that also returns the residual stream it normalises: forward(x, delta=None) -> (s, norm(s)) with
+    s = x + delta, or s = x. On a GPU (uses_triton) the add, the norm and, in backward, the sum of the stream's own
+    gradient with the norm's are one Triton kernel each way (norm_triton); elsewhere the same as PyTorch ops.
+    A subclass of nn.RMSNorm, so checkpoints keep their keys."""
+
+    def forward(self, x: torch.Tensor, delta: Optional[torch.Tensor] = None):
+        if uses_triton(x):
+            from .norm_triton import add_rms_norm  # imports triton, which CPU-only installs need not have
+
+            # nn.RMSNorm's default eps: that of the float type it computes in (float32 for bf16 and fp16).
+            eps = self.eps if self.eps is not None else torch.finfo(torch.promote_types(x.dtype, torch.float32)).eps
+            return add_rms_norm(x, delta, self.weight, eps)
+        s = x if delta is None else x + delta
+        return s, super().forward(s)
+
+
 class ResNetBKBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.norm1, self.norm2 = nn.RMSNorm(cfg.d_model), nn.RMSNorm(cfg.d_model)
+        self.norm1, self.norm2 = AddRMSNorm(cfg.d_model), AddRMSNorm(cfg.d_model)
         self.mixer = BKMixer(cfg)
         self.moe = DeepSpeedMoE(cfg) if cfg.moe_impl == "deepspeed" else MoE(cfg)
 
     def forward(self, x):
-        x = x + self.mixer(self.norm1(x))
-        y, balance_loss = self.moe(self.norm2(x))
+        x, h = self.norm1(x)
+        x, h = self.norm2(x, self.mixer(h))  # x + mixer(h), and its norm
+        y, balance_loss = self.moe(h)
         return x + y, balance_loss
 
 
 class GPTBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.norm1, self.norm2 = nn.RMSNorm(cfg.d_model), nn.RMSNorm(cfg.d_model)
+        self.norm1, self.norm2 = AddRMSNorm(cfg.d_model), AddRMSNorm(cfg.d_model)
         self.attn = CausalSelfAttention(cfg)
         self.mlp = MLP(cfg.d_model, cfg.ffn_hidden, cfg.dropout)
 
     def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x)), x.new_zeros(())
+        x, h = self.norm1(x)
+        x, h = self.norm2(x, self.attn(h))
+        return x + self.mlp(h), x.new_zeros(())
 
 
 class CausalLM(nn.Module):
@@ -364,7 +384,7 @@ class CausalLM(nn.Module):
         self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.arch == "gpt" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_layers))
-        self.norm = nn.RMSNorm(cfg.d_model)
+        self.norm = AddRMSNorm(cfg.d_model)
         self.apply(self._init_weights)
         self.checkpoint_fn, self.checkpoint_interval = None, 0
 
@@ -399,7 +419,7 @@ class CausalLM(nn.Module):
             else:
                 x, block_balance = block(x)
             balance_loss = balance_loss + block_balance
-        logits = F.linear(self.norm(x), self.embed.weight)  # tied LM head
+        logits = F.linear(self.norm(x)[1], self.embed.weight)  # tied LM head
         if targets is None:
             return logits
         if uses_triton(logits):
