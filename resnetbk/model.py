@@ -356,7 +356,7 @@ class ResNetBKBlock(nn.Module):
         self.moe = DeepSpeedMoE(cfg) if cfg.moe_impl == "deepspeed" else MoE(cfg)
 
     def forward(self, x):
-        x, h = self.norm1(x)
+        x, h = self.norm1(x)  # x passes through, so that its gradient and the norm's meet in one backward kernel
         x, h = self.norm2(x, self.mixer(h))  # x + mixer(h), and its norm
         y, balance_loss = self.moe(h)
         return x + y, balance_loss
