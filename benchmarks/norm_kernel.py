@@ -79,7 +79,8 @@ def main() -> int:
             row = {"rows": rows, "d": d, "impl": name, "fwd_ms": fwd, "fwd_bwd_ms": both,
                    "fwd_GBps": 4 * tensor_bytes / fwd / 1e6, "fwd_bwd_GBps": 8 * tensor_bytes / both / 1e6}
             rows_out.append(row)
-            print(f"{rows:>6} {d:>5} {name:<7} {fwd:>7.3f} {row['fwd_GBps']:>8.0f} {both:>10.3f} {row['fwd_bwd_GBps']:>12.0f}")
+            print(f"{rows:>6} {d:>5} {name:<7} {fwd:>7.3f} {row['fwd_GBps']:>8.0f} {both:>10.3f} "
+                  f"{row['fwd_bwd_GBps']:>12.0f}")
     with open(a.out, "w") as f:
         json.dump({"gpu": torch.cuda.get_device_name(), "dtype": a.dtype, "torch": torch.__version__, "rows": rows_out},
                   f, indent=2)

@@ -37,7 +37,8 @@ def reference(x, delta, weight):
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 9, 48), (3, 7, 100)])
 def test_add_rms_norm_matches_float64(dtype, with_delta, shape):
     gen = torch.Generator().manual_seed(shape[-1])
-    tensors = [torch.randn(shape, generator=gen), torch.randn(shape, generator=gen), 1 + torch.randn(shape[-1], generator=gen)]
+    tensors = [torch.randn(shape, generator=gen), torch.randn(shape, generator=gen),
+               1 + torch.randn(shape[-1], generator=gen)]
     # Both outputs reach the loss with their own upstream gradients, as in a block: s feeds the next residual add,
     # n the mixer or the MoE. With no delta, s is x itself and its gradient must still arrive.
     grad_s, grad_n = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)

@@ -12,8 +12,6 @@ from conftest import STRATEGIES, TINY, data_args, read_metrics, run_cli
 pytestmark = pytest.mark.distributed
 
 
-
-
 def test_two_rank_zero2_run_learns_logs_and_checkpoints(kjv_data, tmp_path):
     run_dir = tmp_path / "run"
     deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
