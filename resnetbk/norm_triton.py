@@ -102,7 +102,7 @@ class _AddRMSNorm(torch.autograd.Function):
         if grad_s is not None:
             grad_s = grad_s.reshape(n_rows, d).contiguous()
         grad_x = torch.empty_like(s)
-        sms = torch.cuda.get_device_properties(s.device).multi_processor_count if s.is_cuda else 2
+        sms = torch.cuda.get_device_properties(s.device).multi_processor_count if s.is_cuda else 2  # interpreter
         tile_rows = max(1, TILE // triton.next_power_of_2(d))
         programs = min(triton.cdiv(n_rows, tile_rows), PROGRAMS_PER_SM * sms)
         rows_per_program = triton.cdiv(triton.cdiv(n_rows, programs), tile_rows) * tile_rows
