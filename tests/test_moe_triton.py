@@ -5,18 +5,12 @@ with widths that are not multiples of the kernels' blocks."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HAS_CUDA
+from conftest import HAS_CUDA, close
 
 from resnetbk import moe_triton
 from resnetbk.model import sort_by_expert
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}  # relative to the largest reference value
-
-
-def close(got, want, dtype):
-    scale = want.abs().max().clamp(min=1e-12)
-    return ((got.double().cpu() - want.cpu()).abs().max() / scale).item() < TOLERANCE[dtype]
 
 
 def routing(n_tokens, k, n_experts, seed):

@@ -5,13 +5,12 @@ two, and row counts that do not divide among the backward's programs and tiles."
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HAS_CUDA
+from conftest import HAS_CUDA, close
 
 from resnetbk import norm_triton
 from resnetbk.model import AddRMSNorm
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}  # relative to the largest reference value
 EPS = 1e-6
 
 
@@ -20,11 +19,6 @@ def small_tiles(monkeypatch):
     """On CPU, backward tiles of one or two rows: several programs, each over several tiles, the last one partial."""
     if not HAS_CUDA:
         monkeypatch.setattr(norm_triton, "TILE", 128)
-
-
-def close(got, want, dtype):
-    scale = want.abs().max().clamp(min=1e-12)
-    return ((got.double().cpu() - want.cpu()).abs().max() / scale).item() < TOLERANCE[dtype]
 
 
 def reference(x, delta, weight):
