@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import sys
 
-WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 640, 400, 80, 150, 30, 50
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from svg_chart import Series, line_chart  # noqa: E402
+
 STYLE = {"gpt": "6,4", "resnetbk": ""}  # dashed GPT, solid ResNet-BK
 COLOURS = {"small": "#1f77b4", "base": "#d62728"}
 
@@ -35,45 +37,10 @@ def read_points(path: str) -> dict:
 
 
 def svg(points: dict, title: str) -> str:
-    seqs = sorted({s for line in points.values() for s in line})
-    top = max(t for line in points.values() for t in line.values()) * 1.1
-    x_of = {s: LEFT + (WIDTH - LEFT - RIGHT) * (math.log2(s) - math.log2(seqs[0])) / max(1e-9, math.log2(seqs[-1] / seqs[0]))
-            for s in seqs}
-
-    def y_of(t):
-        return HEIGHT - BOTTOM - (HEIGHT - TOP - BOTTOM) * t / top
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-           f'<text x="{LEFT}" y="18" font-size="14">{title}</text>',
-           f'<line x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - RIGHT}" y2="{HEIGHT - BOTTOM}" stroke="black"/>',
-           f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{HEIGHT - BOTTOM}" stroke="black"/>',
-           f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 12}" text-anchor="middle">sequence length (tokens)</text>',
-           f'<text x="16" y="{(TOP + HEIGHT - BOTTOM) / 2}" transform="rotate(-90 16 {(TOP + HEIGHT - BOTTOM) / 2})" '
-           'text-anchor="middle">training tokens/s</text>']
-    for s in seqs:
-        out.append(f'<text x="{x_of[s]:.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">{s}</text>')
-    magnitude = 10 ** math.floor(math.log10(top / 5))  # about five gridlines, at 1, 2 or 5 x a power of ten
-    step = magnitude * next(m for m in (1, 2, 5, 10) if m * magnitude >= top / 5)
-    tick = 0.0
-    while tick <= top:
-        y = y_of(tick)
-        out.append(f'<line x1="{LEFT - 4}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{LEFT - 8}" y="{y + 4:.1f}" text-anchor="end">{tick / 1e3:,.0f}k</text>')
-        tick += step
-    for i, ((preset, arch), line) in enumerate(sorted(points.items())):
-        colour = COLOURS.get(preset, "black")
-        xy = " ".join(f"{x_of[s]:.1f},{y_of(t):.1f}" for s, t in sorted(line.items()))
-        out.append(f'<polyline points="{xy}" fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{STYLE[arch]}"/>')
-        for s, t in line.items():
-            out.append(f'<circle cx="{x_of[s]:.1f}" cy="{y_of(t):.1f}" r="3" fill="{colour}"/>')
-        ly = TOP + 20 + 20 * i
-        out.append(f'<line x1="{WIDTH - RIGHT + 10}" y1="{ly}" x2="{WIDTH - RIGHT + 40}" y2="{ly}" stroke="{colour}" '
-                   f'stroke-width="2" stroke-dasharray="{STYLE[arch]}"/>')
-        name = "ResNet-BK" if arch == "resnetbk" else "GPT"
-        out.append(f'<text x="{WIDTH - RIGHT + 46}" y="{ly + 4}">{preset} {name}</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    series = [Series(f"{preset} {'ResNet-BK' if arch == 'resnetbk' else 'GPT'}", COLOURS.get(preset, "black"), STYLE[arch],
+                     sorted(line.items())) for (preset, arch), line in sorted(points.items())]
+    return line_chart(series, title=title, x_label="sequence length (tokens)", y_label="training tokens/s", log_x=True,
+                      y_text=lambda t: f"{t / 1e3:,.0f}k")
 
 
 def main() -> int:

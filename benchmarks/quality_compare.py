@@ -4,11 +4,15 @@ validation curves.
 
     python benchmarks/quality_compare.py --steps 600 --seeds 2 --out quality_tiny_h100.json deepspeed.profile=auto
 
-Arms (all from configs/tiny*.yaml, d = 192, 4 layers):
+Arms (all from configs/tiny*.yaml, d = 192, 4 layers, unless the overrides change them for every arm):
   resnetbk   8 BK heads with learned z, 4 experts of width 512, top-2 (3.97M parameters)
   faithful   the original paper's mixer: one head, z = i, no input-dependent couplings (3.95M)
-  gpt        causal attention with an MLP of width 1664, which makes its parameter count equal (3.97M);
-             a dense MLP uses all its weights per token, so it computes 1.7x ResNet-BK's FLOPs per token
+  gpt        causal attention with the MLP width that makes its parameter count equal to resnetbk's (1663 at
+             the defaults, 3.97M); a dense MLP uses all its weights per token, so it computes more FLOPs per token
+
+A larger scale, the same for every arm:
+
+    python benchmarks/quality_compare.py --out quality.json model.d_model=384 model.n_layers=6 model.ffn_hidden=1024
 """
 
 from __future__ import annotations
@@ -20,13 +24,26 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sampling_experiment import ROOT, read_metrics, run, write_result  # noqa: E402
+from sampling_experiment import ROOT, read_metrics, run, train_once, write_result  # noqa: E402
 
 ARMS = {
     "resnetbk": ("configs/tiny.yaml", []),
     "faithful": ("configs/tiny.yaml", ["model.n_heads=1", "model.bk_learned_z=false", "model.bk_selective=false"]),
-    "gpt": ("configs/tiny-gpt.yaml", ["model.ffn_hidden=1664"]),
+    "gpt": ("configs/tiny-gpt.yaml", []),  # + the MLP width from matching_gpt_width
 }
+
+
+def matching_gpt_width(overrides: list) -> int:
+    """The GPT MLP width whose parameter count is nearest the resnetbk arm's under the same overrides (GPT's
+    count is linear in the width)."""
+    from resnetbk.config import load_config
+    from resnetbk.flops import param_count
+
+    def gpt_params(width: int) -> int:
+        return param_count(load_config(ARMS["gpt"][0], [*overrides, f"model.ffn_hidden={width}"]).model)
+
+    target = param_count(load_config(ARMS["resnetbk"][0], overrides).model)
+    return 1 + round((target - gpt_params(1)) / (gpt_params(2) - gpt_params(1)))
 
 
 def main() -> int:
@@ -48,19 +65,19 @@ def main() -> int:
         run([sys.executable, "-m", "data_prep", "kjv", "--out", a.data], os.path.join(a.work_dir, "data_prep.log"))
     os.makedirs(a.work_dir, exist_ok=True)
     every = max(1, a.steps // a.evals)
+    gpt_width = [f"model.ffn_hidden={matching_gpt_width([*data, *a.overrides])}"]
     runs, rows = [], []
     for arm in a.arms.split(","):
         if arm not in ARMS:
             p.error(f"--arms: unknown arm '{arm}' ({', '.join(ARMS)})")
         config, extra = ARMS[arm]
-        params = param_count(load_config(config, [*data, *extra, *a.overrides]).model)
+        options = [*data, *extra, *a.overrides, *(gpt_width if arm == "gpt" else [])]  # the last value of a key wins
+        params = param_count(load_config(config, options).model)
         for seed in range(1, a.seeds + 1):
-            run_dir = os.path.join(a.work_dir, f"{arm}-seed{seed}")
-            if not os.path.isfile(os.path.join(run_dir, "summary.json")):
-                run([sys.executable, "-m", "resnetbk.train", "--config", config, *data, *extra, *a.overrides,
-                     f"run_dir={run_dir}", f"train.seed={seed}", f"train.max_steps={a.steps}",
-                     f"train.log_interval={every}", f"train.eval_interval={every}", "sample.max_new_tokens=0"],
-                    os.path.join(a.work_dir, f"{arm}-seed{seed}.log"))
+            run_dir = train_once([sys.executable, "-m", "resnetbk.train", "--config", config, *options,
+                                  f"train.seed={seed}", f"train.max_steps={a.steps}", f"train.log_interval={every}",
+                                  f"train.eval_interval={every}", "sample.max_new_tokens=0"],
+                                 a.work_dir, f"{arm}-seed{seed}")
             records = read_metrics(run_dir)
             curve = [{k: r[k] for k in ("step", "tokens", "val_loss")} for r in records if "val_loss" in r]
             runs.append({"arm": arm, "seed": seed, "params": params, "curve": curve, "final_val_loss": curve[-1]["val_loss"],

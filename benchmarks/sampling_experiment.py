@@ -18,6 +18,7 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -45,6 +46,16 @@ def run(cmd, log):
         with open(log) as f:
             tail = f.read()[-3000:]
         raise SystemExit(f"error: {' '.join(cmd[:6])} ... failed (exit {proc.returncode}); {log}:\n{tail}")
+
+
+def train_once(cmd: list, work_dir: str, name: str) -> str:
+    """Run a training command in run_dir = work_dir/name-<hash of the command> and return that directory. A run
+    that finished before (summary.json) is reused, a killed one continues from its checkpoint; keying by the
+    command means a changed option trains afresh instead of reporting an old result."""
+    run_dir = os.path.join(work_dir, f"{name}-{hashlib.sha1(chr(0).join(cmd[1:]).encode()).hexdigest()[:8]}")
+    if not os.path.isfile(os.path.join(run_dir, "summary.json")):
+        run([*cmd, f"run_dir={run_dir}"], run_dir + ".log")
+    return run_dir
 
 
 def read_metrics(run_dir):
@@ -127,15 +138,14 @@ def main() -> int:
         run([py, "-m", "data_prep", "kjv", "--out", a.data], os.path.join(a.work_dir, "data_prep.log"))
 
     # 1. Reference model and difficulty metrics.
-    ref_dir = os.path.join(a.work_dir, "reference")
     interval = max(1, a.ref_steps // 2)
     common = [py, "-m", "resnetbk.train", "--config", a.config, *data, *a.overrides, "sample.max_new_tokens=0"]
     started = time.time()
+    ref_dir = train_once([*common, "train.seed=999", f"train.max_steps={a.ref_steps}", f"train.log_interval={interval}",
+                          f"train.eval_interval={interval}", f"optim.warmup_steps={a.ref_steps // 10}"],
+                         a.work_dir, "reference")
     export = os.path.join(ref_dir, "export")
-    if not os.path.isfile(os.path.join(ref_dir, "summary.json")):  # finished runs are kept; killed ones continue
-        run([*common, f"run_dir={ref_dir}", "train.seed=999", f"train.max_steps={a.ref_steps}",
-             f"train.log_interval={interval}", f"train.eval_interval={interval}", f"optim.warmup_steps={a.ref_steps // 10}"],
-            os.path.join(a.work_dir, "reference.log"))
+    if not os.path.isfile(os.path.join(export, "tokenizer.model")):  # the last file resnetbk.export writes
         run([py, "-m", "resnetbk.export", ref_dir, "--out", export], os.path.join(a.work_dir, "export.log"))
     run([py, "-m", "data_prep", "difficulty", f"{a.data}/train", "--reference", export],
         os.path.join(a.work_dir, "difficulty.log"))
@@ -157,11 +167,9 @@ def main() -> int:
             extra.append(f"data.curriculum.total_steps={max(1, steps // 2)}")
         every = max(1, steps // a.evals)
         for seed in range(1, a.seeds + 1):
-            run_dir = os.path.join(a.work_dir, f"{arm}-seed{seed}")
-            log = os.path.join(a.work_dir, f"{arm}-seed{seed}.log")
-            if not os.path.isfile(os.path.join(run_dir, "summary.json")):
-                run([*common, *extra, f"run_dir={run_dir}", f"train.seed={seed}", f"train.max_steps={steps}",
-                     f"train.log_interval={every}", f"train.eval_interval={every}"], log)
+            run_dir = train_once([*common, *extra, f"train.seed={seed}", f"train.max_steps={steps}",
+                                  f"train.log_interval={every}", f"train.eval_interval={every}"],
+                                 a.work_dir, f"{arm}-seed{seed}")
             records = read_metrics(run_dir)
             curve = [{k: r.get(k) for k in ("step", "tokens", "flops", "elapsed_sec", "val_loss")}
                      for r in records if "val_loss" in r]
