@@ -8,13 +8,12 @@ prints the points it drew.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from svg_chart import Series, line_chart  # noqa: E402
+from svg_chart import Series, line_chart, plot_arguments  # noqa: E402
 
 STYLE = {"gpt": "6,4", "resnetbk": ""}  # dashed GPT, solid ResNet-BK
 COLOURS = {"small": "#1f77b4", "base": "#d62728"}
@@ -44,11 +43,7 @@ def svg(points: dict, title: str) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("results", nargs="+")
-    p.add_argument("--title", default="ResNet-BK vs GPT at equal parameters, one H100 (bf16, ZeRO-2)")
-    p.add_argument("--out", required=True)
-    a = p.parse_args()
+    a = plot_arguments(__doc__, "ResNet-BK vs GPT at equal parameters, one H100 (bf16, ZeRO-2)")
     points = {}
     for path in a.results:
         try:

@@ -72,7 +72,8 @@ def main() -> int:
             p.error(f"--arms: unknown arm '{arm}' ({', '.join(ARMS)})")
         config, extra = ARMS[arm]
         options = [*data, *extra, *a.overrides, *(gpt_width if arm == "gpt" else [])]  # the last value of a key wins
-        params = param_count(load_config(config, options).model)
+        resolved = load_config(config, options)
+        params = param_count(resolved.model)
         for seed in range(1, a.seeds + 1):
             run_dir = train_once([sys.executable, "-m", "resnetbk.train", "--config", config, *options,
                                   f"train.seed={seed}", f"train.max_steps={a.steps}", f"train.log_interval={every}",
@@ -80,7 +81,7 @@ def main() -> int:
                                  a.work_dir, f"{arm}-seed{seed}")
             records = read_metrics(run_dir)
             curve = [{k: r[k] for k in ("step", "tokens", "val_loss")} for r in records if "val_loss" in r]
-            runs.append({"arm": arm, "seed": seed, "params": params, "curve": curve, "final_val_loss": curve[-1]["val_loss"],
+            runs.append({"arm": arm, "seed": seed, "params": params, "lr": resolved.optim.lr, "curve": curve, "final_val_loss": curve[-1]["val_loss"],
                          "tokens": records[-1]["tokens"], "flops": records[-1]["flops"],
                          "tokens_per_sec": statistics.median(r["tokens_per_sec"] for r in records[1:] or records)})
             print(f"{arm:<9} seed {seed}: val loss {runs[-1]['final_val_loss']:.4f}", flush=True)

@@ -1,5 +1,6 @@
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -34,6 +35,19 @@ def run_cli(args, timeout=900, env=None, cwd=ROOT):
     return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deepspeed_launcher(ranks: int = 2) -> list:
+    """The deepspeed launcher for `ranks` CPU ranks on this host, on a port of its own: make test runs two pytest
+    workers, and two launches on DeepSpeed's default port would collide."""
+    return [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", str(ranks),
+            "--master_port", str(free_port())]
+
+
 def assert_one_line_error(proc, *fragments):
     """Bad input: non-zero exit, no traceback, exactly one line on stderr containing each fragment."""
     assert proc.returncode != 0
@@ -42,6 +56,19 @@ def assert_one_line_error(proc, *fragments):
     assert len(lines) == 1, proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+# Fixtures that launch training runs shared by several tests. Under pytest-xdist (make test runs two workers with
+# --dist loadgroup) every test that uses one goes to the same worker, so that each is computed once.
+SHARED_RUNS = ("strategy_runs", "reference")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        shared = [name for name in SHARED_RUNS if name in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
 
 
 @pytest.fixture(scope="session")
@@ -92,13 +119,12 @@ def strategy_runs(kjv_data, tmp_path_factory):
     at steps 6 and 12 (tests/test_export.py exports and resumes them); the others never save. One set of launches
     for both test modules: each 2-rank launch spends most of its time starting."""
     tmp = tmp_path_factory.mktemp("strategies")
-    deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
     runs = {}
     for name, strategy, extra in [*((s, s, []) for s in STRATEGIES),
                                   ("zero2+checkpointing", "zero2", ["train.activation_checkpoint_interval=1"])]:
         config, run_dir = cpu_strategy_json(tmp, strategy, name), tmp / name
         saves = 6 if name in ("zero2", "zero3") else -1
-        proc = run_cli([deepspeed, "--num_gpus", "2", "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
+        proc = run_cli([*deepspeed_launcher(), "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
                         *data_args(kjv_data), *TINY, *STRATEGY_RUN, f"deepspeed.config={config}", *extra,
                         f"train.save_interval={saves}", f"run_dir={run_dir}"], env={"DEEPSPEED_TIMEOUT": "5"})
         assert proc.returncode == 0, f"{name}: " + proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, deepspeed_launcher, run_cli
 from resnetbk.config import ConfigError, load_config
 
 
@@ -65,11 +65,8 @@ def test_bad_overrides(capfd, kjv_data, override, fragment):
 
 
 def test_under_the_launcher_only_rank_0_reports(kjv_data):
-    import os
-
-    deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
     data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
-    proc = run_cli([deepspeed, "--num_gpus", "2", "--module", "resnetbk.train", "--config", "configs/tiny.yaml", *data,
+    proc = run_cli([*deepspeed_launcher(), "--module", "resnetbk.train", "--config", "configs/tiny.yaml", *data,
                     "train.global_batch=48"], timeout=300)
     assert proc.returncode != 0
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error:")]

@@ -15,18 +15,17 @@ import time
 import psutil
 import pytest
 
-from conftest import ROOT, TINY, assert_one_line_error, data_args, read_metrics, run_cli
+from conftest import ROOT, TINY, assert_one_line_error, data_args, deepspeed_launcher, read_metrics, run_cli
 
 pytestmark = pytest.mark.distributed
 
 STEPS = 40
-DEEPSPEED = os.path.join(os.path.dirname(sys.executable), "deepspeed")
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1"}
 COMPARED = ("step", "loss", "lm_loss", "moe_balance_loss", "lr", "tokens", "epoch", "grad_norm", "skipped_steps")
 
 
 def launch_args(kjv, run_dir, *extra):
-    return [DEEPSPEED, "--num_gpus", "2", "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
+    return [*deepspeed_launcher(), "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
             *data_args(kjv), *TINY, f"train.max_steps={STEPS}", "train.log_interval=1", f"train.eval_interval={STEPS}",
             "train.keep_checkpoints=2", "sample.max_new_tokens=0", f"run_dir={run_dir}", *extra]
 

@@ -1,19 +1,12 @@
 """The launch scripts: SLURM's task environment, the multi-node hostfile, the Make targets per scale."""
 
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, TINY, assert_one_line_error, data_args, read_metrics, run_cli
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import ROOT, TINY, assert_one_line_error, data_args, free_port, read_metrics, run_cli
 
 
 @pytest.mark.distributed

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, deepspeed_launcher, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -274,8 +274,7 @@ def test_curriculum_and_active_learning_resume_exactly_on_two_ranks(kjv_data, tm
     # A stand-in reference loss (a reference checkpoint is exercised by the difficulty command itself).
     lengths = IndexedShards(str(data / "train")).document_lengths()
     np.save(data / "train" / "difficulty" / "ref_loss.npy", (3 + np.log1p(lengths)).astype(np.float32))
-    deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
-    common = [deepspeed, "--num_gpus", "2", "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
+    common = [*deepspeed_launcher(), "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
               f"data.train={data}/train", f"data.val={data}/val", f"data.tokenizer={data}/tokenizer.model", *TINY,
               "train.max_steps=12", "train.log_interval=2", "train.eval_interval=12", "sample.max_new_tokens=0",
               "data.curriculum.metric=rarity", "data.curriculum.total_steps=8", "data.curriculum.start_percent=20",

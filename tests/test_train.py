@@ -2,20 +2,18 @@
 
 import glob
 import json
-import os
 import sys
 
 import pytest
 
-from conftest import STRATEGIES, TINY, data_args, read_metrics, run_cli
+from conftest import STRATEGIES, TINY, data_args, deepspeed_launcher, read_metrics, run_cli
 
 pytestmark = pytest.mark.distributed
 
 
 def test_two_rank_zero2_run_learns_logs_and_checkpoints(kjv_data, tmp_path):
     run_dir = tmp_path / "run"
-    deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
-    proc = run_cli([deepspeed, "--num_gpus", "2", "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
+    proc = run_cli([*deepspeed_launcher(), "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
                     *data_args(kjv_data), *TINY, "train.max_steps=40", "train.log_interval=5",
                     "train.eval_interval=20", f"run_dir={run_dir}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -90,9 +88,8 @@ def test_strategies_give_the_same_loss_curve(strategy_runs, name):
 
 
 def run_probe(probe, ranks, tmp_path):
-    deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
     out = tmp_path / f"{probe}.json"
-    proc = run_cli([deepspeed, "--num_gpus", str(ranks), "tests/ds_probes.py", probe, "--out", str(out)],
+    proc = run_cli([*deepspeed_launcher(ranks), "tests/ds_probes.py", probe, "--out", str(out)],
                    env={"DEEPSPEED_TIMEOUT": "5"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
