@@ -81,8 +81,9 @@ def main() -> int:
                                  a.work_dir, f"{arm}-seed{seed}")
             records = read_metrics(run_dir)
             curve = [{k: r[k] for k in ("step", "tokens", "val_loss")} for r in records if "val_loss" in r]
-            runs.append({"arm": arm, "seed": seed, "params": params, "lr": resolved.optim.lr, "curve": curve, "final_val_loss": curve[-1]["val_loss"],
-                         "tokens": records[-1]["tokens"], "flops": records[-1]["flops"],
+            runs.append({"arm": arm, "seed": seed, "params": params, "lr": resolved.optim.lr, "curve": curve,
+                         "final_val_loss": curve[-1]["val_loss"], "tokens": records[-1]["tokens"],
+                         "flops": records[-1]["flops"],
                          "tokens_per_sec": statistics.median(r["tokens_per_sec"] for r in records[1:] or records)})
             print(f"{arm:<9} seed {seed}: val loss {runs[-1]['final_val_loss']:.4f}", flush=True)
         finals = [r["final_val_loss"] for r in runs if r["arm"] == arm]
