@@ -56,8 +56,8 @@ tiny: data-kjv
 small base 1b 3b 7b: install
 	$(LAUNCH_ENV) $(LAUNCH) configs/$@.yaml $(PROFILE_ARG) $(ARGS)
 
-# Two pytest workers (TEST_WORKERS=1 for one): most of the time goes to starting DeepSpeed processes, which
-# leaves a core idle. --dist loadgroup keeps the tests of one shared training run on one worker (tests/conftest.py).
+# Two pytest workers (TEST_WORKERS=1 for one, more on machines with more cores; on 2 cores a fresh clone measured
+# no faster than one). --dist loadgroup keeps the tests of one shared training run on one worker (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
