@@ -1,6 +1,5 @@
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,6 +15,8 @@ if not HAS_CUDA:
     # Triton kernels then run on CPU tensors through Triton's interpreter; it must be set before
     # triton.jit decorates anything.
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from resnetbk.train import free_port  # noqa: E402
 
 
 # The fused Triton kernels against float64 PyTorch: largest error relative to the largest reference value, per dtype
@@ -33,12 +34,6 @@ def run_cli(args, timeout=900, env=None, cwd=ROOT):
     """Runs a command from the repository root; returns the CompletedProcess (text mode)."""
     full_env = {**os.environ, "DS_ACCELERATOR": "cpu", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def deepspeed_launcher(ranks: int = 2) -> list:
