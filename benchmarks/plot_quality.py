@@ -4,7 +4,7 @@ benchmarks/quality_compare.py's JSON. Writes an SVG (no plotting library needed)
     python benchmarks/plot_quality.py docs/results/quality_tiny_h100.json --out docs/quality_tiny.svg
 
 Given several results (say one per learning rate), each arm is drawn from the result where its mean final
-validation loss is lowest, and the legend names that result's optim.lr override.
+validation loss is lowest, and the legend names the learning rate it ran at.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from svg_chart import Series, line_chart, plot_arguments  # noqa: E402
 
-ARMS = {  # arm: (legend, colour, dash)
+STYLES = {  # arm: (legend, colour, dash)
     "resnetbk": ("ResNet-BK multi-head", "#d62728", ""),
     "faithful": ("ResNet-BK faithful", "#ff7f0e", "2,3"),
     "gpt": ("GPT", "#1f77b4", "6,4"),
@@ -33,10 +33,10 @@ def learning_rate(result: dict, arm: str) -> float:
     found = re.search(r"optim\.lr=(\S+)", result.get("command", ""))
     if found:
         return float(found.group(1))
-    from quality_compare import ARMS as CONFIGS
+    from quality_compare import ARMS
     from resnetbk.config import load_config
 
-    return load_config(CONFIGS[arm][0], CONFIGS[arm][1]).optim.lr
+    return load_config(*ARMS[arm]).optim.lr
 
 
 def short(value: float) -> str:
@@ -65,13 +65,15 @@ def main() -> int:
             print(f"error: {path}: not a quality_compare.py result ({e})", file=sys.stderr)
             return 2
         for arm, curve in curves.items():
-            legend = ARMS.get(arm, (arm,))[0] + (f" (lr {short(learning_rate(result, arm))})" if len(a.results) > 1 else "")
+            legend = STYLES.get(arm, (arm,))[0]
+            if len(a.results) > 1:
+                legend += f" (lr {short(learning_rate(result, arm))})"
             if curve and (arm not in best or curve[-1][1] < best[arm][0]):
                 best[arm] = (curve[-1][1], curve, legend)
     if not best:
         print("error: no validation curves in " + ", ".join(a.results), file=sys.stderr)
         return 2
-    series = [Series(legend, *ARMS.get(arm, (arm, "black", ""))[1:], curve) for arm, (_, curve, legend) in best.items()]
+    series = [Series(legend, *STYLES.get(arm, (arm, "black", ""))[1:], curve) for arm, (_, curve, legend) in best.items()]
     with open(a.out, "w") as f:
         f.write(line_chart(series, title=a.title, x_label="training tokens", y_label="validation loss (nats)",
                            y_from_zero=False, x_text=lambda t: f"{t / 1e6:g}M" if t else "0", y_text=lambda v: f"{v:.1f}"))
