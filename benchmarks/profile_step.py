@@ -14,7 +14,9 @@ checks replaced: resnetbk/ds_config.py, resnetbk/optim.py). To compare:
 --compile: each block through torch.compile (an experiment: the trainer does not compile; docs/performance.md
 says why).
 --cuda-graphs: each block replayed as CUDA graphs (resnetbk/cuda_graphs.py), as the trainer does by default.
-Random tokens; one process, one GPU.
+Random tokens (a different draw on each rank). One process on one GPU, or with --engine one per GPU under a
+launcher, to see what data parallelism adds to the step (rank 0 reports; micro-batch per GPU):
+    torchrun --nproc_per_node 2 benchmarks/profile_step.py --engine --config configs/small.yaml --out prof2.json
 
 GPU busy time is the union of kernel and memory-copy intervals in the profiled steps' trace, so nothing is
 counted twice; idle = wall - busy, attributed to the phase (forward, backward, optimizer) the CPU was in when
@@ -50,21 +52,19 @@ def set_key(config: dict, dotted: str, raw: str) -> None:
     config[leaf] = value
 
 
-def build_engine(model, micro_batch: int, ds_overrides: list[str], deepspeed_checks: bool):
-    """The trainer's engine on one GPU: the h100 zero2 JSON as the trainer completes it for one rank, and the
+def build_engine(model, micro_batch: int, world_size: int, ds_overrides: list[str], deepspeed_checks: bool):
+    """The trainer's engine: the h100 zero2 JSON as the trainer completes it for world_size ranks, and the
     trainer's repair of DeepSpeed's gradient checks unless deepspeed_checks."""
     import deepspeed
 
     from resnetbk.ds_config import drop_single_rank_overlap
     from resnetbk.optim import batch_gradient_checks, param_groups
     from resnetbk.profiles import strategy_config
-    from resnetbk.train import _single_process_env
 
-    _single_process_env()
     ds = strategy_config("h100", "zero2")  # what ds_configs/h100/zero2.json holds (a test keeps them equal)
-    ds.update(train_micro_batch_size_per_gpu=micro_batch, train_batch_size=micro_batch, gradient_accumulation_steps=1,
-              optimizer={"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.1}})
-    drop_single_rank_overlap(ds["zero_optimization"], world_size=1)
+    ds.update(train_micro_batch_size_per_gpu=micro_batch, train_batch_size=micro_batch * world_size,
+              gradient_accumulation_steps=1, optimizer={"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.1}})
+    drop_single_rank_overlap(ds["zero_optimization"], world_size)
     for item in ds_overrides:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -86,13 +86,14 @@ def merge(intervals):
     return out
 
 
-def timeline(trace: dict, top_gaps: int = 12, top_ops: int = 25) -> dict:
-    """GPU busy and idle time of the traced steps, idle per CPU phase, the longest gaps and the operators whose
-    kernels took the most time, from a torch.profiler chrome trace."""
+def timeline(trace: dict, top_gaps: int = 12, top_ops: int = 25, phases=PHASES) -> dict:
+    """GPU busy and idle time of the traced steps, idle per CPU phase (profiler ranges named in phases), the
+    longest gaps and the operators whose kernels took the most time, from a torch.profiler chrome trace."""
+    names = phases
     events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
     gpu = [e for e in events if e.get("cat") in BUSY_CATEGORIES]
     cpu_ops = [e for e in events if e.get("cat") == "cpu_op"]
-    phases = [e for e in events if e.get("cat") == "user_annotation" and e["name"] in PHASES]
+    phases = [e for e in events if e.get("cat") == "user_annotation" and e["name"] in names]
     if not gpu or not phases:
         raise RuntimeError("the trace holds no GPU activity or no phase annotations")
     busy = merge([e["ts"], e["ts"] + e["dur"]] for e in gpu)
@@ -180,21 +181,35 @@ def main() -> int:
     if (a.ds or a.deepspeed_checks) and not a.engine:
         print("error: --ds and --deepspeed-checks change the DeepSpeed engine; they need --engine", file=sys.stderr)
         return 2
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not a.engine:
+        print("error: several ranks need --engine (the model alone has no gradient reduction)", file=sys.stderr)
+        return 2
+    rank = int(os.environ.get("RANK", "0"))
+    if a.engine:
+        import deepspeed
+
+        from resnetbk.train import _single_process_env
+
+        _single_process_env()  # without a launcher: a world of one
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        deepspeed.init_distributed(dist_backend="nccl")
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(a.config).model,
                           {"max_seq_len": max(a.seq_len, 2048)})
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the same weights on every rank
     model = CausalLM(cfg)
     if a.compile:
         for block in model.blocks:
             block.compile()
     if a.engine:
-        engine = build_engine(model, a.micro_batch, a.ds, a.deepspeed_checks)
+        engine = build_engine(model, a.micro_batch, world, a.ds, a.deepspeed_checks)
     else:
         model = model.cuda().to(torch.bfloat16)
     if a.cuda_graphs:
         from resnetbk.cuda_graphs import graph_blocks
 
         graph_blocks(model, a.micro_batch, a.seq_len)
+    torch.manual_seed(1 + rank)
     tokens = torch.randint(0, cfg.vocab_size, (a.micro_batch, a.seq_len + 1), device="cuda")
     record = torch.profiler.record_function
 
@@ -229,6 +244,8 @@ def main() -> int:
         for _ in range(a.profiled_steps):
             step()
         torch.cuda.synchronize()
+    if rank != 0:
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
         prof.export_chrome_trace(path)
@@ -240,10 +257,11 @@ def main() -> int:
     tl = timeline(trace, top_ops=a.top)
     n = a.profiled_steps
     peak_allocated, peak_reserved = torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
-    what = ("engine: forward, backward, optimizer step" if a.engine else "model: forward+backward, no optimizer") + (
+    what = (f"{world} GPUs, rank 0: " if world > 1 else "") + (
+        "engine: forward, backward, optimizer step" if a.engine else "model: forward+backward, no optimizer") + (
         ", blocks compiled" if a.compile else "") + (", CUDA graphs" if a.cuda_graphs else "") + "".join(f", {o}" for o in a.ds) + (
         ", DeepSpeed's gradient checks" if a.deepspeed_checks else "")
-    print(f"{a.config}: micro-batch {a.micro_batch} x {a.seq_len} ({what}): {tok_per_s:,.0f} tokens/s; a step takes "
+    print(f"{a.config}: micro-batch {a.micro_batch} x {a.seq_len} ({what}): {tok_per_s:,.0f} tokens/s per GPU; a step takes "
           f"{wall_ms:.1f} ms; first 3 steps {warmup_s:.0f} s; peak {peak_allocated:.1f} GiB allocated, "
           f"{peak_reserved:.1f} GiB reserved")
     print(f"profiled ({n} steps, per step): wall {tl['wall_ms'] / n:.1f} ms, GPU busy {tl['gpu_busy_ms'] / n:.1f} ms, "
@@ -256,9 +274,11 @@ def main() -> int:
         print(f"{r['op'][:90]:<90} {r['gpu_ms'] / n:>11.2f} {r['kernels'] / n:>8.0f}")
     with open(a.out, "w") as f:
         json.dump({"config": a.config, "micro_batch": a.micro_batch, "seq_len": a.seq_len, "engine": a.engine,
-                   "ds_overrides": a.ds, "deepspeed_checks": a.deepspeed_checks, "compile": a.compile, "cuda_graphs": a.cuda_graphs, "tokens_per_sec": tok_per_s, "step_wall_ms": wall_ms,
-                   "warmup_s": warmup_s, "max_allocated_gib": peak_allocated, "max_reserved_gib": peak_reserved,
-                   "gpu": torch.cuda.get_device_name(), "profiled_steps": n, "timeline": tl}, f, indent=2)
+                   "world_size": world, "ds_overrides": a.ds, "deepspeed_checks": a.deepspeed_checks,
+                   "compile": a.compile, "cuda_graphs": a.cuda_graphs, "tokens_per_sec": tok_per_s,
+                   "step_wall_ms": wall_ms, "warmup_s": warmup_s, "max_allocated_gib": peak_allocated,
+                   "max_reserved_gib": peak_reserved, "gpu": torch.cuda.get_device_name(), "profiled_steps": n,
+                   "timeline": tl}, f, indent=2)
     return 0
 
 

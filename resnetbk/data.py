@@ -112,7 +112,20 @@ class IndexedShards:
         return counts
 
 
-class PackedSequences:
+class Windows:
+    """Batches of a dataset's windows, sample k being self.window(k): seq_len + 1 tokens."""
+
+    def rows(self, indices) -> torch.Tensor:
+        """The windows as one (len(indices), seq_len + 1) int64 tensor."""
+        return torch.from_numpy(np.stack([self.window(int(k)) for k in indices]))
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (each window's first seq_len tokens) and targets (its last seq_len)."""
+        rows = self.rows(indices)
+        return rows[:, :-1], rows[:, 1:]
+
+
+class PackedSequences(Windows):
     """Fixed-length training samples cut from the EOS-separated token stream of each shard.
 
     Sample k is the window stream[k*L : k*L + L + 1] of its shard (inputs are its first L tokens, targets
@@ -134,9 +147,6 @@ class PackedSequences:
         lo = (k - self._first[s]) * self.seq_len
         return np.asarray(self.shards.streams[s][lo:lo + self.seq_len + 1], dtype=np.int64)
 
-    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.from_numpy(np.stack([self.window(int(k)) for k in indices]))
-        return rows[:, :-1], rows[:, 1:]
 
     def window_difficulty(self, metric: str) -> np.ndarray:
         """One value per window: the token-weighted mean, over the window's target tokens, of the per-token
@@ -161,7 +171,7 @@ class PackedSequences:
         return np.concatenate(out)
 
 
-class MixedSequences:
+class MixedSequences(Windows):
     """Several PackedSequences as one index space, each taking a share of the samples by weight.
 
     Source d owns a block of round(w_d * total) consecutive indices (total = the sources' combined size),
@@ -186,9 +196,6 @@ class MixedSequences:
         source = self.sources[d]
         return source.window(int(k - self._first[d]) % len(source))
 
-    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.from_numpy(np.stack([self.window(int(k)) for k in indices]))
-        return rows[:, :-1], rows[:, 1:]
 
     def window_difficulty(self, metric: str) -> np.ndarray:
         """PackedSequences.window_difficulty over the mixture's index space."""

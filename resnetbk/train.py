@@ -370,14 +370,22 @@ class Trainer:
                 state["flops"] += flops
                 return scores
         for _ in range(self.cfg.train.grad_accum):
-            x, y = self.train_data.batch(sampler.next_indices(step, score_fn))
-            x, y = x[:, :window], y[:, :window]  # sequence-length warm-up cuts windows to their first tokens
-            out = self.engine(x.to(self.device), y.to(self.device))
+            # Sequence-length warm-up cuts windows to their first tokens.
+            rows = self._to_device(self.train_data.rows(sampler.next_indices(step, score_fn))[:, :window + 1])
+            out = self.engine(rows[:, :-1], rows[:, 1:])
             self.engine.backward(out.loss)
             self.engine.step()
             sums += torch.stack([out.loss.detach().double(), out.lm_loss.detach().double(),
                                  out.balance_loss.detach().double(), one])
         return sums
+
+    def _to_device(self, tokens):
+        """tokens on the training device; on CUDA through pinned memory, without waiting. From pageable memory
+        the copy first waits for the GPU to drain the work queued before it. On two H200s that left the GPU idle
+        41 ms of a 147 ms step of `small` (20 ms with this) and weak scaling at 82% (92%; docs/performance.md)."""
+        if not self.on_cuda:
+            return tokens
+        return tokens.pin_memory().to(self.device, non_blocking=True)
 
     def _score(self, indices, window: int):
         """Active-learning scores of candidate windows under the current weights (eval mode, no gradients), in
@@ -385,8 +393,8 @@ class Trainer:
         import torch.nn.functional as F
 
         torch, kind = self.torch, self.cfg.data.active.score
-        x, y = self.train_data.batch(indices)
-        x, y = x[:, :window].to(self.device), y[:, :window].to(self.device)
+        rows = self._to_device(self.train_data.rows(indices)[:, :window + 1])
+        x, y = rows[:, :-1], rows[:, 1:]
         out = []
         self.engine.eval()
         with torch.no_grad():

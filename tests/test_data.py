@@ -65,6 +65,7 @@ def test_packed_windows_are_consecutive_and_shifted(tmp_path):
     assert len(data) == (len(stream) - 1) // 8
     x, y = data.batch([0, 3])
     assert x[1].tolist() == stream[24:32].tolist() and y[1].tolist() == stream[25:33].tolist()
+    assert data.rows([0, 3])[1].tolist() == stream[24:33].tolist()  # what the trainer copies to the device
 
 
 def test_sampler_ranks_partition_each_epoch_and_resume_exactly():
