@@ -58,8 +58,10 @@ def build_engine(model, micro_batch: int, world_size: int, ds_overrides: list[st
     import deepspeed
 
     from resnetbk.ds_config import drop_single_rank_overlap
-    from resnetbk.optim import batch_gradient_checks, param_groups
+    from resnetbk.optim import batch_gradient_checks, param_groups, stand_in_for_deepspeed_muon
     from resnetbk.profiles import strategy_config
+
+    stand_in_for_deepspeed_muon()
 
     ds = strategy_config("h100", "zero2")  # what ds_configs/h100/zero2.json holds (a test keeps them equal)
     ds.update(train_micro_batch_size_per_gpu=micro_batch, train_batch_size=micro_batch * world_size,

@@ -1,4 +1,5 @@
-"""Optimizer parameter groups, the learning-rate schedule, and two repairs to DeepSpeed 0.19.8's ZeRO optimizer.
+"""Optimizer parameter groups, the learning-rate schedule, two repairs to DeepSpeed 0.19.8's ZeRO optimizer, and a
+stand-in for its Muon modules.
 
 The schedule is a torch LambdaLR handed to deepspeed.initialize, which steps it once per optimizer
 update and saves it in checkpoints. DeepSpeed's own WarmupCosineLR is not used: in 0.19.8 its ratio is
@@ -9,6 +10,8 @@ lr = 0, and it rejects warmup_num_steps = 0.
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -90,6 +93,23 @@ def batch_gradient_checks(zero_optimizer) -> bool:
     opt.has_overflow_partitioned_grads_serial = has_overflow_partitioned_grads_serial
     opt.get_grad_norm_direct = get_grad_norm_direct
     return True
+
+
+def stand_in_for_deepspeed_muon() -> None:
+    """DeepSpeed 0.19.8 imports its Muon optimizer's modules to ask whether the optimizer is Muon: once when the engine
+    starts, and in every ZeRO-1/2 gradient epilogue. Importing them runs torch.compile on three functions: 2 s of
+    every rank's start-up on a 2-core CPU (a 10-step `tiny` run: 13.2 s -> 10.9 s, mean of three). The run config
+    owns the optimizer (ds_config.py refuses an "optimizer" section in the JSON) and it is never Muon, so modules
+    whose Muon class nothing is an instance of give DeepSpeed the same answers. Modules already imported stay."""
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("DeepSpeed's Muon is not available in resnetbk (resnetbk.optim.stand_in_for_deepspeed_muon)")
+
+    muon_class = type("MuonWithAuxAdam", (), {"__doc__": "stand-in: no optimizer is an instance of it"})
+    for name in ("deepspeed.runtime.zero.muon.original_muon", "deepspeed.runtime.zero.muon.muon_optimizer"):
+        if name not in sys.modules:
+            module = types.ModuleType(name, "stand-in from resnetbk.optim.stand_in_for_deepspeed_muon")
+            module.MuonWithAuxAdam, module.muon_update, module.adam_update = muon_class, unavailable, unavailable
+            sys.modules[name] = module
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:

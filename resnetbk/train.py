@@ -140,9 +140,11 @@ class Trainer:
             lr_scheduler_factory,
             param_groups,
             share_partial_offload_groups,
+            stand_in_for_deepspeed_muon,
         )
 
         self.cfg, self.torch, self.dist = cfg, torch, dist
+        stand_in_for_deepspeed_muon()
         # DeepSpeed 0.19.8's ZeRO calls torch.distributed collectives that newer torch deprecates
         # (all_gather_into_tensor, reduce_scatter_tensor); not ours to fix, and repeated on every rank.
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")

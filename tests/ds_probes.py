@@ -32,7 +32,7 @@ from deepspeed.utils import safe_get_full_fp32_param
 
 from resnetbk.config import ModelConfig
 from resnetbk.model import CausalLM
-from resnetbk.optim import param_groups
+from resnetbk.optim import param_groups, stand_in_for_deepspeed_muon
 
 PATHS = [("deepspeed", 1), ("deepspeed", 2), ("native", 3)]
 
@@ -196,6 +196,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--local_rank", type=int, default=0)
     args = parser.parse_args()
+    stand_in_for_deepspeed_muon()  # as the trainer does
     deepspeed.init_distributed()
     rank = torch.distributed.get_rank()
     probes = {"moe": lambda: moe_probe(rank), "checkpointing": checkpointing_probe,
