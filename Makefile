@@ -7,7 +7,7 @@ DATA ?= data/kjv
 VOCAB ?= 32000
 WORKERS ?= $(shell nproc)
 
-.PHONY: install demo data-kjv data-c4 data-pile test tensorboard clean tiny small base 1b 3b 7b
+.PHONY: install cpu-ops demo data-kjv data-c4 data-pile test tensorboard clean tiny small base 1b 3b 7b
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# torch compiles DeepSpeed's CPU ops (CPUAdam, the shared-memory allreduce) on first use, under a lock file that a
+# process killed mid-build leaves behind for every later run to wait on. Here they are built once, by one process,
+# into this venv's own directory (no lock or build from another venv or torch version), before any rank starts.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
+cpu-ops: $(VENV)/.cpu-ops
+$(VENV)/.cpu-ops: $(VENV)/.installed
+	DS_ACCELERATOR=cpu $(PY) -c 'from deepspeed.accelerator import get_accelerator as a; \
+	    [a().create_op_builder(op).load() for op in ("CPUAdamBuilder", "ShareMemCommBuilder")]'
 	touch $@
 
 data-kjv: install
@@ -50,7 +60,7 @@ LAUNCH_ENV = PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHON=$(CURDIR)/$(PY) NGPUS=$(NG
 LAUNCH = $(if $(HOSTFILE),launch/multinode.sh,launch/local.sh)
 PROFILE_ARG = $(if $(PROFILE),deepspeed.profile=$(PROFILE))
 
-tiny: data-kjv
+tiny: data-kjv cpu-ops
 	DS_ACCELERATOR=cpu $(LAUNCH_ENV) NGPUS=2 launch/local.sh configs/tiny.yaml $(ARGS)
 
 small base 1b 3b 7b: install
@@ -59,7 +69,7 @@ small base 1b 3b 7b: install
 # Two pytest workers (TEST_WORKERS=1 for one, more on machines with more cores; on 2 cores a fresh clone measured
 # no faster than one). --dist loadgroup keeps the tests of one shared training run on one worker (tests/conftest.py).
 TEST_WORKERS ?= 2
-test: install
+test: cpu-ops
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 tensorboard: install

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import math
 import os
 import socket
@@ -91,6 +92,26 @@ def _fix_cuda_arch_list() -> None:
         os.environ["TORCH_CUDA_ARCH_LIST"] = fixed
 
 
+STALE_BUILD_LOCK_MIN = 30
+
+
+def check_op_build_locks() -> None:
+    """torch compiles DeepSpeed's ops (CPUAdam, the CPU shared-memory allreduce, FusedAdam) on first use, holding a
+    `lock` file in the op's build directory; a build killed mid-way leaves that file, and every later run waits on it
+    forever without a word. A lock older than any build takes is reported instead of waited on."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    for lock in glob.glob(os.path.join(root, "*", "*", "lock")) + glob.glob(os.path.join(root, "*", "lock")):
+        try:
+            age_min = (time.time() - os.path.getmtime(lock)) / 60
+        except FileNotFoundError:  # released meanwhile
+            continue
+        if age_min > STALE_BUILD_LOCK_MIN:
+            raise TrainingError(f"{lock}: a DeepSpeed op build left this lock {age_min:.0f} min ago and every run "
+                                f"would wait on it; delete it if no build is running")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
@@ -104,6 +125,21 @@ def _single_process_env():
         return
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+
+
+def unlink_shm_allreduce_buffer(dist) -> None:
+    """DeepSpeed 0.19.8's CPU shared-memory allreduce (ranks of one machine under its launcher) creates a 66 MiB
+    /dev/shm file per rank and never unlinks it: every such run left ranks x 66 MiB of RAM behind until reboot
+    (one day of test runs filled a 24 GB machine's memory). DeepSpeed's shm init returns only after this rank has
+    mapped every peer's file, so after a barrier each rank can unlink its own name; the mappings stay valid."""
+    name = "/dev/shm/deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
+        os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), dist.get_rank())
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    try:
+        os.remove(name)
+    except FileNotFoundError:  # not a CPU run of one machine's ranks, or the shm op was not built
+        pass
 
 
 def construct_model(model_cfg, ds_config: dict):
@@ -156,6 +192,8 @@ class Trainer:
             local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("LOCAL_SIZE", "1")))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
         deepspeed.init_distributed(timeout=datetime.timedelta(minutes=cfg.train.collective_timeout_min))
+        if not self.on_cuda:
+            unlink_shm_allreduce_buffer(dist)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
         self.device = torch.device(accel.device_name(), int(os.environ.get("LOCAL_RANK", "0"))) if self.on_cuda else torch.device("cpu")
@@ -591,7 +629,9 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         strategy = check_inputs(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-    except (ConfigError, DataError) as e:
+        if not args.dry_run:
+            check_op_build_locks()
+    except (ConfigError, DataError, TrainingError) as e:
         return _fail(e)
     if args.dry_run:
         import json

@@ -1,3 +1,4 @@
+import glob
 import json
 import os
 import subprocess
@@ -112,16 +113,21 @@ def strategy_runs(kjv_data, tmp_path_factory):
     """The tiny ResNet-BK on 2 CPU ranks, fp32, same seed and data (STRATEGY_RUN), under each CPU strategy and under
     zero2 with activation checkpointing on every block: {name: (run directory, strategy JSON)}. zero2 and zero3 save
     at steps 6 and 12 (tests/test_export.py exports and resumes them); the others never save. One set of launches
-    for both test modules: each 2-rank launch spends most of its time starting."""
+    for both test modules: each 2-rank launch spends most of its time starting. Each launch must leave no
+    DeepSpeed shared-memory buffer in /dev/shm."""
     tmp = tmp_path_factory.mktemp("strategies")
     runs = {}
     for name, strategy, extra in [*((s, s, []) for s in STRATEGIES),
                                   ("zero2+checkpointing", "zero2", ["train.activation_checkpoint_interval=1"])]:
         config, run_dir = cpu_strategy_json(tmp, strategy, name), tmp / name
         saves = 6 if name in ("zero2", "zero3") else -1
-        proc = run_cli([*deepspeed_launcher(), "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
+        launcher = deepspeed_launcher()
+        proc = run_cli([*launcher, "--module", "resnetbk.train", "--config", "configs/tiny.yaml",
                         *data_args(kjv_data), *TINY, *STRATEGY_RUN, f"deepspeed.config={config}", *extra,
                         f"train.save_interval={saves}", f"run_dir={run_dir}"], env={"DEEPSPEED_TIMEOUT": "5"})
         assert proc.returncode == 0, f"{name}: " + proc.stdout[-3000:] + proc.stderr[-3000:]
+        port = launcher[launcher.index("--master_port") + 1]
+        left = glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*")  # see train.unlink_shm_allreduce_buffer
+        assert not left, f"{name}: the run left DeepSpeed's shared-memory buffers behind: {left}"
         runs[name] = (run_dir, config)
     return runs

@@ -33,6 +33,7 @@ from deepspeed.utils import safe_get_full_fp32_param
 from resnetbk.config import ModelConfig
 from resnetbk.model import CausalLM
 from resnetbk.optim import param_groups, stand_in_for_deepspeed_muon
+from resnetbk.train import unlink_shm_allreduce_buffer
 
 PATHS = [("deepspeed", 1), ("deepspeed", 2), ("native", 3)]
 
@@ -198,6 +199,7 @@ def main():
     args = parser.parse_args()
     stand_in_for_deepspeed_muon()  # as the trainer does
     deepspeed.init_distributed()
+    unlink_shm_allreduce_buffer(torch.distributed)  # as the trainer does
     rank = torch.distributed.get_rank()
     probes = {"moe": lambda: moe_probe(rank), "checkpointing": checkpointing_probe,
               "zero3": lambda: zero3_probe(torch.distributed.get_world_size()), "checks": lambda: checks_probe(rank)}

@@ -126,3 +126,21 @@ def test_cuda_arch_list_suffix_is_removed(monkeypatch):
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
     _fix_cuda_arch_list()
     assert os.environ["TORCH_CUDA_ARCH_LIST"] == "9.0+PTX"
+
+
+def test_a_stale_op_build_lock_is_reported_not_waited_on(capfd, monkeypatch, tmp_path, kjv_data):
+    import os
+    import time
+
+    lock = tmp_path / "py311_cpu" / "cpu_adam" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    from resnetbk.train import check_op_build_locks
+
+    check_op_build_locks()  # a build running now holds a young lock: wait on it, as torch does
+    hours_ago = time.time() - 3 * 3600
+    os.utime(lock, (hours_ago, hours_ago))
+    assert_one_line_error(train_here(capfd, "--config", "configs/tiny.yaml", *data, f"run_dir={tmp_path}/run"),
+                          str(lock), "180 min ago")
