@@ -67,6 +67,20 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.xdist_group(shared[0]))
 
 
+def pytest_collection_finish(session):
+    """On a worker of --dist loadgroup: fail if the groups did not take. xdist 3.8 groups by appending "@group" to
+    node ids, which pytest 9.2 ignores (pytest-dev/pytest-xdist#1386); every worker then computed the shared runs
+    again, silently (measured: the 2-rank strategy fixture twice, about 200 s each)."""
+    if getattr(session.config.option, "loadgroup", False):
+        lost = [item.nodeid for item in session.items
+                if any(True for _ in item.iter_markers("xdist_group")) and "@" not in item.nodeid]
+        if lost:
+            message = (f"error: pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): install the pytest "
+                       f"version pyproject.toml names")
+            print(message, file=sys.__stderr__, flush=True)  # what a worker raises reaches the terminal as a crash
+            raise pytest.UsageError(message)
+
+
 @pytest.fixture(scope="session")
 def kjv_data(tmp_path_factory):
     """The embedded corpus, prepared once per session with a small vocabulary."""
