@@ -73,7 +73,7 @@ def pytest_collection_finish(session):
     again, silently (measured: the 2-rank strategy fixture twice, about 200 s each)."""
     if getattr(session.config.option, "loadgroup", False):
         lost = [item.nodeid for item in session.items
-                if any(True for _ in item.iter_markers("xdist_group")) and "@" not in item.nodeid]
+                if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
         if lost:
             message = (f"error: pytest-xdist did not group {lost[0]} (and {len(lost) - 1} more): install the pytest "
                        f"version pyproject.toml names")
