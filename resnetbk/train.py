@@ -127,13 +127,16 @@ def _single_process_env():
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
 
 
+SHM_ALLREDUCE_BUFFER = "/dev/shm/deepspeed_allreduce_buffer"  # DeepSpeed's shm.cpp: <this>_<uid>_<addr>_<port>_<rank>
+
+
 def unlink_shm_allreduce_buffer(dist) -> None:
     """DeepSpeed 0.19.8's CPU shared-memory allreduce (ranks of one machine under its launcher) creates a 66 MiB
     /dev/shm file per rank and never unlinks it: every such run left ranks x 66 MiB of RAM behind until reboot
     (one day of test runs filled a 24 GB machine's memory). DeepSpeed's shm init returns only after this rank has
     mapped every peer's file, so after a barrier each rank can unlink its own name; the mappings stay valid."""
-    name = "/dev/shm/deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
-        os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), dist.get_rank())
+    name = "{}_{}_{}_{}_{}".format(SHM_ALLREDUCE_BUFFER, os.getuid(), os.environ.get("MASTER_ADDR", ""),
+                                   os.environ.get("MASTER_PORT", ""), dist.get_rank())
     if dist.get_world_size() > 1:
         dist.barrier()
     try:

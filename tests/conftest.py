@@ -17,7 +17,7 @@ if not HAS_CUDA:
     # triton.jit decorates anything.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from resnetbk.train import free_port  # noqa: E402
+from resnetbk.train import SHM_ALLREDUCE_BUFFER, free_port  # noqa: E402
 
 
 # The fused Triton kernels against float64 PyTorch: largest error relative to the largest reference value, per dtype
@@ -141,7 +141,7 @@ def strategy_runs(kjv_data, tmp_path_factory):
                         f"train.save_interval={saves}", f"run_dir={run_dir}"], env={"DEEPSPEED_TIMEOUT": "5"})
         assert proc.returncode == 0, f"{name}: " + proc.stdout[-3000:] + proc.stderr[-3000:]
         port = launcher[launcher.index("--master_port") + 1]
-        left = glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{port}_*")  # see train.unlink_shm_allreduce_buffer
+        left = glob.glob(f"{SHM_ALLREDUCE_BUFFER}_*_{port}_*")  # see train.unlink_shm_allreduce_buffer
         assert not left, f"{name}: the run left DeepSpeed's shared-memory buffers behind: {left}"
         runs[name] = (run_dir, config)
     return runs

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import assert_one_line_error, deepspeed_launcher, run_cli
+from conftest import assert_one_line_error, data_args, deepspeed_launcher, run_cli
 from resnetbk.config import ConfigError, load_config
 
 
@@ -60,12 +60,12 @@ def train_here(capfd, *args):
     ("data.active.score=reducible", "data.active.score"),  # needs ref_loss, which is not there either
 ])
 def test_bad_overrides(capfd, kjv_data, override, fragment):
-    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    data = data_args(kjv_data)
     assert_one_line_error(train_here(capfd, "--config", "configs/tiny.yaml", *data, override), fragment)
 
 
 def test_under_the_launcher_only_rank_0_reports(kjv_data):
-    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    data = data_args(kjv_data)
     proc = run_cli([*deepspeed_launcher(), "--module", "resnetbk.train", "--config", "configs/tiny.yaml", *data,
                     "train.global_batch=48"], timeout=300)
     assert proc.returncode != 0
@@ -75,7 +75,7 @@ def test_under_the_launcher_only_rank_0_reports(kjv_data):
 
 
 def test_dry_run_prints_the_resolved_deepspeed_config(kjv_data):
-    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    data = data_args(kjv_data)
     proc = run_cli([sys.executable, "-m", "resnetbk.train", "--dry-run", "--config", "configs/tiny.yaml", *data,
                     "train.micro_batch=4", "train.global_batch=32"], env={"WORLD_SIZE": "2"}, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -97,7 +97,7 @@ def test_missing_config_file():
 def test_bad_deepspeed_json(capfd, tmp_path, kjv_data, content, fragment):
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(content))
-    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    data = data_args(kjv_data)
     assert_one_line_error(train_here(capfd, "--config", "configs/tiny.yaml", *data, f"deepspeed.config={path}"), str(path),
                           fragment)
 
@@ -136,7 +136,7 @@ def test_a_stale_op_build_lock_is_reported_not_waited_on(capfd, monkeypatch, tmp
     lock.parent.mkdir(parents=True)
     lock.touch()
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    data = [f"data.train={kjv_data}/train", f"data.val={kjv_data}/val", f"data.tokenizer={kjv_data}/tokenizer.model"]
+    data = data_args(kjv_data)
     from resnetbk.train import check_op_build_locks
 
     check_op_build_locks()  # a build running now holds a young lock: wait on it, as torch does
