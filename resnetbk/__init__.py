@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "resolvent_diagonal", "resolvent_response"]
+
+
+def __getattr__(name: str):
+    # The operators load torch on first use, so that `import resnetbk` (e.g. for a config check) stays light.
+    if name == "resolvent_diagonal":
+        from .bk_core import resolvent_diagonal
+
+        return resolvent_diagonal
+    if name == "resolvent_response":
+        from .bk_response import resolvent_response
+
+        return resolvent_response
+    raise AttributeError(f"module 'resnetbk' has no attribute {name!r}")
 
 
 def build_model(arch: str = "resnetbk", **overrides):

@@ -33,6 +33,10 @@ class ModelConfig:
     bk_learned_z: bool = True  # z = x + i (softplus(y) + bk_im_z_min) per head, else z = i
     bk_im_z_min: float = 1e-3  # float32 accuracy degrades as Im z -> 0 (design note)
     bk_selective: bool = False  # input-dependent couplings b_i = softplus(w . x_{i+1}) >= 0, else b_i = 1
+    # Value channels per head moved through the resolvent (its response to s = Linear(d, heads x bk_values) of
+    # the input, resnetbk/bk_response.py); 0: the diagonal g alone, as in the original paper.
+    bk_values: int = 0
+    bk_value_gate: bool = False  # the response features times silu(Linear(d, 2 x heads x bk_values)(x))
     # Sparse MoE feed-forward (resnetbk only).
     moe_experts: int = 4
     moe_top_k: int = 2
@@ -306,6 +310,8 @@ def validate_model(m: ModelConfig) -> None:
         else:
             _check(m.moe_top_k in (1, 2), "model.moe_top_k", "DeepSpeed's MoE gate supports top-1 and top-2 only")
         _check(m.bk_im_z_min > 0, "model.bk_im_z_min", "must be > 0 (Im z > 0 keeps the resolvent bounded)")
+        _check(m.bk_values >= 0, "model.bk_values", "must be >= 0 (0: the diagonal alone)")
+        _check(m.bk_values > 0 or not m.bk_value_gate, "model.bk_value_gate", "gates the response: needs model.bk_values > 0")
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -19,6 +19,12 @@ from .config import ModelConfig
 # that. Per token this is n_layers x n_heads x 96, under 0.1% of the matrix products of any preset.
 BK_FLOPS_PER_ELEMENT = 32
 BK_BACKWARD_FLOPS_PER_ELEMENT = 64
+# The response recurrence (bk_response_triton.py) per (position, head, value channel), counted from its
+# operations: forward c y + g s is 10; backward 21 (lambda 2, conj(g) lambda 6, u 3, conj(u) lambda summed
+# over channels 8, the carry 2), plus 4 for the coupling gradient of the selective variant.
+RESPONSE_FLOPS_PER_ELEMENT = 10
+RESPONSE_BACKWARD_FLOPS_PER_ELEMENT = 21
+RESPONSE_SELECTIVE_BACKWARD_FLOPS = 4
 
 
 def param_count(m: ModelConfig) -> int:
@@ -29,6 +35,8 @@ def param_count(m: ModelConfig) -> int:
         block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + mlp
         return m.vocab_size * d + m.max_seq_len * d + m.n_layers * block + d
     mixer = (d * h + h) + (d * h + h if m.bk_selective else 0) + (2 * h if m.bk_learned_z else 0) + (2 * h * d + d)
+    hc = h * m.bk_values
+    mixer += (d * hc + hc) + 2 * hc * d + ((d + 1) * 2 * hc if m.bk_value_gate else 0)  # values, value_out, gate
     router = d * m.moe_experts
     block = 2 * d + mixer + router + m.moe_experts * mlp
     return m.vocab_size * d + m.n_layers * block + d
@@ -41,7 +49,9 @@ def active_matmul_params(m: ModelConfig) -> int:
     if m.arch == "gpt":
         per_layer = 3 * d * d + d * d + mlp
     else:
-        per_layer = d * h * (2 if m.bk_selective else 1) + 2 * h * d + d * m.moe_experts + m.moe_top_k * mlp
+        hc = h * m.bk_values
+        response = d * hc + 2 * hc * d + (d * 2 * hc if m.bk_value_gate else 0)
+        per_layer = d * h * (2 if m.bk_selective else 1) + 2 * h * d + response + d * m.moe_experts + m.moe_top_k * mlp
     return m.n_layers * per_layer + m.vocab_size * d
 
 
@@ -50,7 +60,7 @@ def forward_flops_per_token(m: ModelConfig, seq_len: int) -> float:
     if m.arch == "gpt":
         mixing = m.n_layers * 2 * 2 * m.d_model * (seq_len + 1) / 2
     else:
-        mixing = m.n_layers * m.n_heads * BK_FLOPS_PER_ELEMENT
+        mixing = m.n_layers * m.n_heads * (BK_FLOPS_PER_ELEMENT + m.bk_values * RESPONSE_FLOPS_PER_ELEMENT)
     return 2 * active_matmul_params(m) + mixing
 
 
@@ -60,7 +70,9 @@ def training_flops_per_token(m: ModelConfig, seq_len: int) -> float:
     if m.arch == "gpt":
         mixing = 3 * m.n_layers * 2 * 2 * m.d_model * (seq_len + 1) / 2
     else:
-        mixing = m.n_layers * m.n_heads * (BK_FLOPS_PER_ELEMENT + BK_BACKWARD_FLOPS_PER_ELEMENT)
+        response = RESPONSE_FLOPS_PER_ELEMENT + RESPONSE_BACKWARD_FLOPS_PER_ELEMENT + \
+            (RESPONSE_SELECTIVE_BACKWARD_FLOPS if m.bk_selective else 0)
+        mixing = m.n_layers * m.n_heads * (BK_FLOPS_PER_ELEMENT + BK_BACKWARD_FLOPS_PER_ELEMENT + m.bk_values * response)
     return matmul + mixing
 
 

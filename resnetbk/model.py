@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .bk_core import resolvent_diagonal
+from .bk_response import diagonal_and_response
 from .config import ModelConfig
 
 # torch 2.13 names it F.grouped_mm; older releases (2.8-2.11, the GPU image's) only have the private name.
@@ -51,16 +52,19 @@ class MLP(nn.Module):
 
 
 class BKMixer(nn.Module):
-    """Sequence mixing through the causal resolvent diagonal of h tridiagonal systems.
+    """Sequence mixing through the causal resolvent of h tridiagonal systems: its diagonal g and, with
+    bk_values = C > 0, its response y to C value channels per head (resnetbk/bk_response.py).
 
     Head k: a_i = H0_DIAGONAL + v_{i,k} with v = Linear(d, h)(x); couplings b_i = 1 (H0) or, selective,
     b_{i-1} = softplus(w_k . x_i) >= 0 (computed from position i, so g_i still sees positions <= i only);
-    z_k = i, or learned x_k + i (softplus(y_k) + im_z_min). Output: Linear(2h, d) of (Re g_k, Im g_k) per head.
+    z_k = i, or learned x_k + i (softplus(y_k) + im_z_min). Output: Linear(2h, d) of (Re g_k, Im g_k) per head,
+    plus Linear(2hC, d) of (Re y, Im y) for the values s = Linear(d, hC)(x), optionally gated by
+    silu(Linear(d, 2hC)(x)) as the output gates of GLA and Mamba-2 do.
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        h = cfg.n_heads
+        h, c = cfg.n_heads, cfg.bk_values
         self.potential = nn.Linear(cfg.d_model, h)
         self.coupling = nn.Linear(cfg.d_model, h) if cfg.bk_selective else None
         self.im_z_min = cfg.bk_im_z_min
@@ -72,13 +76,20 @@ class BKMixer(nn.Module):
             self.z_re = self.z_im_raw = None
         self.out = nn.Linear(2 * h, cfg.d_model)
         self.out.is_residual_out = True
+        self.values = nn.Linear(cfg.d_model, h * c) if c else None
+        self.value_out = nn.Linear(2 * h * c, cfg.d_model, bias=False) if c else None
+        if c:
+            self.value_out.is_residual_out = True
+        self.value_gate = nn.Linear(cfg.d_model, 2 * h * c) if cfg.bk_value_gate else None
         self.dropout = nn.Dropout(cfg.dropout)
-        # Feature statistics of the last forward, for monitoring (STAT_NAMES); filled only when record_stats
+        self.stat_names = self.STAT_NAMES + (self.RESPONSE_STAT_NAMES if c else ())
+        # Feature statistics of the last forward, for monitoring (stat_names); filled only when record_stats
         # is set, so that ordinary steps pay nothing for them (a CUDA-graphed block fills them every step).
         self.record_stats = False
-        self.register_buffer("last_stats", torch.zeros(len(self.STAT_NAMES)), persistent=False)
+        self.register_buffer("last_stats", torch.zeros(len(self.stat_names)), persistent=False)
 
     STAT_NAMES = ("potential_mean", "potential_std", "abs_g_mean", "abs_g_max", "im_z_min")
+    RESPONSE_STAT_NAMES = ("abs_y_mean", "abs_y_max")
 
     def spectral_shift(self) -> torch.Tensor:
         if self.z_re is None:
@@ -93,16 +104,31 @@ class BKMixer(nn.Module):
         if self.coupling is not None:
             b = F.softplus(self.coupling(x[:, 1:]).float()).transpose(1, 2)  # (B, h, N-1)
         z = self.spectral_shift()
-        g = resolvent_diagonal(a, b, z, causal=True)  # (B, h, N) complex
+        if self.values is None:
+            g, y = resolvent_diagonal(a, b, z, causal=True), None  # (B, h, N) complex
+        else:
+            batch, n, heads = a.shape[0], a.shape[2], a.shape[1]
+            s = self.values(x).view(batch, n, heads, -1).transpose(1, 2)  # (B, h, N, C), a view
+            # y: (B, h, N, C, 2) real pairs in x's dtype; on a GPU written in (B, N, h, C, 2) order.
+            g, y = diagonal_and_response(a, b, z, s, x.dtype)
         if self.record_stats:
             with torch.no_grad():
                 v, abs_g = v.detach().float(), g.detach().abs()
-                stats = torch.stack([v.mean(), v.std(), abs_g.mean(), abs_g.max(), z.imag.detach().min()])
-                self.last_stats = update_in_place(self.last_stats, stats)
+                stats = [v.mean(), v.std(), abs_g.mean(), abs_g.max(), z.imag.detach().min()]
+                if y is not None:
+                    abs_y = torch.linalg.vector_norm(y.detach().float(), dim=-1)
+                    stats += [abs_y.mean(), abs_y.max()]
+                self.last_stats = update_in_place(self.last_stats, torch.stack(stats))
         # (B, N, 2h) as (Re g, Im g) per head. a is a view of a (B, N, h) tensor and the Triton kernels
-        # write g in a's memory order, so on GPU this is a view, not a copy.
+        # write g in a's memory order, so on GPU this is a view, not a copy; the same holds for y.
         features = torch.view_as_real(g.transpose(1, 2)).flatten(2).to(x.dtype)
-        return self.dropout(self.out(features))
+        out = self.out(features)
+        if y is not None:
+            response = y.transpose(1, 2).flatten(2)  # (B, N, 2hC)
+            if self.value_gate is not None:
+                response = response * F.silu(self.value_gate(x))
+            out = out + self.value_out(response)
+        return self.dropout(out)
 
 
 class MoE(nn.Module):
@@ -438,15 +464,16 @@ class CausalLM(nn.Module):
                 block.mixer.record_stats = on
 
     def bk_stats(self) -> Optional[dict]:
-        """BKMixer.STAT_NAMES of the last recorded forward, averaged over layers (the minimum for im_z_min)."""
-        stats = [b.mixer.last_stats for b in self.blocks if isinstance(b, ResNetBKBlock)]
-        if not stats:
+        """BKMixer.stat_names of the last recorded forward over layers: the mean, the largest for *_max and the
+        smallest for im_z_min."""
+        mixers = [b.mixer for b in self.blocks if isinstance(b, ResNetBKBlock)]
+        if not mixers:
             return None
-        stacked = torch.stack(stats).tolist()
-        out = {name: sum(row[i] for row in stacked) / len(stacked) for i, name in enumerate(BKMixer.STAT_NAMES)}
-        out["abs_g_max"] = max(row[3] for row in stacked)
-        out["im_z_min"] = min(row[4] for row in stacked)
-        return out
+        stacked = torch.stack([m.last_stats for m in mixers])
+        reduce = {"abs_g_max": torch.max, "abs_y_max": torch.max, "im_z_min": torch.min}
+        names = mixers[0].stat_names
+        values = torch.stack([reduce.get(name, torch.mean)(stacked[:, i]) for i, name in enumerate(names)])
+        return dict(zip(names, values.tolist()))  # one read back to the host
 
     def expert_load(self) -> Optional[torch.Tensor]:
         """Share of routed slots per expert in the last forward, averaged over layers (None for GPT)."""
