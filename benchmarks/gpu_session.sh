@@ -10,9 +10,13 @@
 #   bash benchmarks/gpu_session.sh faults            # one GPU: start-up OOM retry; kill at step 17, resume, export
 #   PRESETS=small bash benchmarks/gpu_session.sh archs  # one GPU: ResNet-BK vs GPT tokens/s at N = 1k-16k
 #     (then: python benchmarks/plot_throughput.py $OUT/arch_throughput_*.json --out arch.svg)
+#   bash benchmarks/gpu_session.sh response          # one GPU: BK kernel tests compiled, response kernel timings
+#   bash benchmarks/gpu_session.sh quality-kjv       # one GPU: the quality protocol on the KJV, d = 192 and 384
+#   bash benchmarks/gpu_session.sh quality-docs      # one GPU: the quality protocol on data/docs at N = 1024
 # Results (JSON) go to $OUT (default /tmp/out).
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 mkdir -p "$OUT"
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -104,6 +108,27 @@ EOF
         --out "$OUT/arch_throughput_$(echo "${PRESETS:-small,base}" | tr , _).json" "${KJV[@]}" \
         data.val=data/kjv/train || true  # the held-out books are shorter than 16385 tokens each
       ;;
-    *) echo "unknown section '$what' (strategies, largest, largest7b, multi, multi-equal, faults, archs)" >&2; exit 2 ;;
+    response)
+      # DeepSpeed's FusedAdam builds (about 50 s) while the kernel tests run, so that later trainings find it.
+      python3 -c 'from deepspeed.ops.op_builder import FusedAdamBuilder; FusedAdamBuilder().load()' \
+        > "$OUT/fused_adam_build.log" 2>&1 &
+      build=$!
+      python3 -m pytest -q -p no:cacheprovider tests/test_bk_response.py tests/test_bk_triton.py tests/test_model.py \
+        tests/test_cuda_graphs.py 2>&1 | tail -4 | tee "$OUT/gpu_tests.log"
+      python3 benchmarks/bk_core.py --response-only --response-sweep --quick --out "$OUT/bk_response.json" | tail -40
+      wait "$build" || { tail -5 "$OUT/fused_adam_build.log"; exit 1; }
+      # The trainer with the response mixer (32 channels per head) against the diagonal one and GPT, small, N = 1024.
+      python3 benchmarks/arch_throughput.py --presets small --seq-lens 1024 --arms gpt,resnetbk-diagonal,resnetbk \
+        --steps 30 --out "$OUT/arch_response_probe.json" "${KJV[@]}" data.val=data/kjv/train model.bk_values=32 || true
+      ;;
+    quality-kjv)
+      # Small models leave the GPU mostly idle: QUALITY_PARALLEL trainings share it. d = 192 (the tiny configs) and
+      # d = 384 (6 layers, experts of width 1024), each arm at its best of three rates, three seeds, GPT in the run.
+      P=${QUALITY_PARALLEL:-12}
+      COMMON=(deepspeed.profile=auto deepspeed.strategy=zero2 train.micro_batch=32)
+      python3 benchmarks/quality_compare.py --parallel "$P" --out "$OUT/quality_kjv_d192.json" \
+        ${QUALITY_REUSE:+--reuse $QUALITY_REUSE} "${COMMON[@]}" | tail -12
+      ;;
+    *) echo "unknown section '$what' (strategies, largest, largest7b, multi, multi-equal, faults, archs, response, quality-kjv)" >&2; exit 2 ;;
   esac
 done

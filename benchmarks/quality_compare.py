@@ -1,108 +1,243 @@
-"""ResNet-BK (multi-head and the one-head faithful preset) against the GPT baseline at equal parameter count
-and equal training tokens, on the same held-out text, several seeds. Prints a table and writes JSON with the
-validation curves.
+"""The quality protocol every architecture is judged by: equal parameters and tokens, each arm at its best learning
+rate of a grid, several seeds, GPT in the same run, paired per-seed differences. Prints a table and writes JSON
+(curves included; benchmarks/plot_quality.py draws them).
 
-    python benchmarks/quality_compare.py --steps 600 --seeds 2 --out quality_tiny_h100.json deepspeed.profile=auto
+    python benchmarks/quality_compare.py --out quality_tiny.json                       # KJV, d = 192, N = 128
+    python benchmarks/quality_compare.py --out quality_d384.json model.d_model=384 model.n_layers=6 \\
+        model.ffn_hidden=1024
+    python benchmarks/quality_compare.py --data data/docs --arms bk-response,gpt --out docs.json \\
+        train.seq_len=1024 model.max_seq_len=1024 model.vocab_size=16384 ...
 
-Arms (all from configs/tiny*.yaml, d = 192, 4 layers, unless the overrides change them for every arm):
-  resnetbk   8 BK heads with learned z, 4 experts of width 512, top-2 (3.97M parameters)
-  faithful   the original paper's mixer: one head, z = i, no input-dependent couplings (3.95M)
-  gpt        causal attention with the MLP width that makes its parameter count equal to resnetbk's (1663 at
-             the defaults, 3.97M); a dense MLP uses all its weights per token, so it computes more FLOPs per token
-
-A larger scale, the same for every arm:
-
-    python benchmarks/quality_compare.py --out quality.json model.d_model=384 model.n_layers=6 model.ffn_hidden=1024
+Protocol:
+- arms (ARMS below; a new family or variant is one more entry): each starts from configs/tiny.yaml or
+  configs/tiny-gpt.yaml, then the arm's own overrides, then the command line's (the same for every arm);
+- equal parameters: each arm's model.ffn_hidden (the expert width, or GPT's MLP width) is set so that its
+  parameter count is the --match arm's, within 0.5%;
+- equal tokens: the same steps, batch and sequence length for every arm; the data order is fixed by the seed,
+  so seed k of every arm sees the same batches;
+- a learning-rate grid (--lrs): an arm's best rate is the one with the lowest mean final validation loss; a best
+  rate on the grid's edge is reported as such (a rate beyond it might be better);
+- --seeds seeds per (arm, rate); mean +- standard deviation, and for each arm the paired difference to GPT's final
+  validation loss seed by seed (each at its best rate) with a 95% t interval;
+- --parallel runs at a time (small models leave a GPU mostly idle: one H200 trains many at once; tokens/s are
+  then shared and compare arms only roughly).
+Runs are keyed by their command and reused when done (benchmarks/sampling_experiment.train_once); --reuse reads
+the runs of earlier JSON results, so that a grid can be completed across calls. The JSON is rewritten after
+every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import hashlib
+import json
 import math
 import os
 import statistics
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sampling_experiment import ROOT, read_metrics, run, train_once, write_result  # noqa: E402
 
-ARMS = {
-    "resnetbk": ("configs/tiny.yaml", []),
-    "faithful": ("configs/tiny.yaml", ["model.n_heads=1", "model.bk_learned_z=false", "model.bk_selective=false"]),
-    "gpt": ("configs/tiny-gpt.yaml", []),  # + the MLP width from matching_gpt_width
+BK, GPT = "configs/tiny.yaml", "configs/tiny-gpt.yaml"
+RESPONSE = ["model.bk_values=16"]
+ARMS = {  # name: (config, overrides)
+    "bk-response": (BK, RESPONSE),  # ResNet-BK reading the resolvent's response to 16 value channels per head
+    "bk-diagonal": (BK, ["model.bk_values=0"]),  # the diagonal alone (8 heads, learned z)
+    "faithful": (BK, ["model.n_heads=1", "model.bk_learned_z=false", "model.bk_selective=false", "model.bk_values=0"]),
+    "gpt": (GPT, []),
+    "gpt-moe": (GPT, ["model.feed_forward=moe", "model.moe_experts=4", "model.moe_top_k=2"]),  # GPT with BK's MoE
+    # Ablations of the response mixer.
+    "bk-response-c8": (BK, ["model.bk_values=8"]),
+    "bk-response-c32": (BK, ["model.bk_values=32"]),
+    "bk-response-h4": (BK, [*RESPONSE, "model.n_heads=4"]),
+    "bk-response-h16": (BK, [*RESPONSE, "model.n_heads=16"]),
+    "bk-response-selective": (BK, [*RESPONSE, "model.bk_selective=true"]),
+    "bk-response-fixed-z": (BK, [*RESPONSE, "model.bk_learned_z=false"]),
+    "bk-response-gate": (BK, [*RESPONSE, "model.bk_value_gate=true"]),
+    "bk-response-mlp": (BK, [*RESPONSE, "model.feed_forward=mlp"]),  # the mixer without MoE sparsity
 }
+MAIN_ARMS = "bk-response,bk-diagonal,faithful,gpt,gpt-moe"
+PARAM_TOLERANCE = 0.005
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t_{0.975, dof}
 
 
-def matching_gpt_width(overrides: list) -> int:
-    """The GPT MLP width whose parameter count is nearest the resnetbk arm's under the same overrides (GPT's
-    count is linear in the width)."""
+def matched_width(arm: str, match: str, overrides: list) -> tuple[int, int, int]:
+    """(ffn_hidden, its parameter count, the target count): the width whose count is nearest the match arm's
+    (every arm's count is linear in the width)."""
     from resnetbk.config import load_config
     from resnetbk.flops import param_count
 
-    def gpt_params(width: int) -> int:
-        return param_count(load_config(ARMS["gpt"][0], [*overrides, f"model.ffn_hidden={width}"]).model)
+    def params(name: str, width=None) -> int:
+        config, extra = ARMS[name]
+        return param_count(load_config(config, [*extra, *overrides, *([f"model.ffn_hidden={width}"] if width else [])]).model)
 
-    target = param_count(load_config(ARMS["resnetbk"][0], overrides).model)
-    return 1 + round((target - gpt_params(1)) / (gpt_params(2) - gpt_params(1)))
+    target = params(match)
+    per_unit = params(arm, 2) - params(arm, 1)
+    width = max(1, 1 + round((target - params(arm, 1)) / per_unit))
+    got = params(arm, width)
+    if abs(got - target) > PARAM_TOLERANCE * target:
+        raise SystemExit(f"error: --arms: {arm} cannot match {match}'s {target:,} parameters within 0.5% "
+                         f"(closest {got:,} at model.ffn_hidden={width})")
+    return width, got, target
+
+
+def interval(diffs: list) -> tuple:
+    """Mean and 95% t-interval half-width of paired differences."""
+    mean = statistics.mean(diffs)
+    half = T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    return mean, half
+
+
+def run_record(arm, lr, seed, params, run_dir) -> dict:
+    records = read_metrics(run_dir)
+    evals = [r for r in records if "val_loss" in r]
+    curve = [{k: r[k] for k in ("step", "tokens", "val_loss", "val_bpb") if k in r} for r in evals]
+    timed = [r["tokens_per_sec"] for r in records[1:] or records if r.get("tokens_per_sec")]
+    return {"arm": arm, "lr": lr, "seed": seed, "params": params, "curve": curve,
+            "final_val_loss": evals[-1]["val_loss"], "final_val_bpb": evals[-1].get("val_bpb"),
+            "tokens": records[-1]["tokens"], "flops": records[-1]["flops"],
+            "tokens_per_sec": statistics.median(timed) if timed else None, "run_dir": os.path.basename(run_dir)}
+
+
+def summarize(runs: list, arms: list, lrs: list) -> list:
+    """Per arm: each rate's mean final loss, the best rate (and whether it is on the grid's edge), the seeds at that
+    rate, and the paired difference to GPT per seed."""
+    rows = []
+    for arm in arms:
+        by_lr = {lr: [r for r in runs if r["arm"] == arm and r["lr"] == lr] for lr in lrs}
+        means = {lr: statistics.mean(r["final_val_loss"] for r in rs) for lr, rs in by_lr.items() if rs}
+        if not means:
+            continue
+        best = min(means, key=means.get)
+        chosen = sorted(by_lr[best], key=lambda r: r["seed"])
+        finals = [r["final_val_loss"] for r in chosen]
+        bpbs = [r["final_val_bpb"] for r in chosen if r.get("final_val_bpb") is not None]
+        rows.append({"arm": arm, "params": chosen[0]["params"], "lr_grid": {f"{lr:g}": m for lr, m in means.items()},
+                     "best_lr": best, "best_lr_on_edge": len(means) > 1 and best in (min(means), max(means)),
+                     "seeds": [r["seed"] for r in chosen], "final_val_losses": finals,
+                     "final_val_loss_mean": statistics.mean(finals),
+                     "final_val_loss_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                     "val_ppl_mean": statistics.mean(math.exp(v) for v in finals),
+                     "val_bpb_mean": statistics.mean(bpbs) if bpbs else None,
+                     "tokens": chosen[0]["tokens"], "flops": chosen[0]["flops"],
+                     "tokens_per_sec": statistics.mean(r["tokens_per_sec"] for r in chosen if r["tokens_per_sec"])})
+    gpt = next((r for r in rows if r["arm"] == "gpt"), None)
+    for r in rows:
+        if gpt is None:
+            continue
+        r["ppl_ratio_vs_gpt"] = r["val_ppl_mean"] / gpt["val_ppl_mean"]
+        pairs = dict(zip(gpt["seeds"], gpt["final_val_losses"]))
+        diffs = [loss - pairs[seed] for seed, loss in zip(r["seeds"], r["final_val_losses"]) if seed in pairs]
+        if diffs and r["arm"] != "gpt":
+            mean, half = interval(diffs)
+            r.update(paired_diff_vs_gpt=mean, paired_diff_ci95=half, paired_seeds=len(diffs))
+    return rows
+
+
+def print_table(rows: list) -> None:
+    print(f"\n{'arm':<22} {'params':>8} {'best lr':>8} {'val loss':>17} {'ppl':>7} {'bpb':>6} {'ppl/GPT':>8} "
+          f"{'Δ vs GPT (95%)':>18} {'TFLOP':>6} {'tok/s':>8}")
+    for r in rows:
+        edge = "*" if r["best_lr_on_edge"] else " "
+        bpb = f"{r['val_bpb_mean']:.3f}" if r["val_bpb_mean"] is not None else "-"
+        ratio = f"{r['ppl_ratio_vs_gpt']:.3f}x" if "ppl_ratio_vs_gpt" in r else "-"
+        diff = f"{r['paired_diff_vs_gpt']:+.4f} ± {r['paired_diff_ci95']:.4f}" if "paired_diff_vs_gpt" in r else "-"
+        print(f"{r['arm']:<22} {r['params'] / 1e6:>7.2f}M {r['best_lr']:>7g}{edge} {r['final_val_loss_mean']:>9.4f} ± "
+              f"{r['final_val_loss_std']:.4f} {r['val_ppl_mean']:>7.1f} {bpb:>6} {ratio:>8} {diff:>18} "
+              f"{r['flops'] / 1e12:>6.1f} {r['tokens_per_sec']:>8,.0f}")
+    print("(* best rate on the edge of the grid; Δ: final validation loss minus GPT's, paired by seed, nats)")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="data/kjv")
-    p.add_argument("--arms", default=",".join(ARMS))
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--data", default="data/kjv", help="a data_prep output directory (train/, val/, tokenizer.model)")
+    p.add_argument("--arms", default=MAIN_ARMS, help=f"comma-separated, from: {', '.join(ARMS)}")
+    p.add_argument("--match", default="bk-response", help="the arm whose parameter count every arm matches")
+    p.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="learning-rate grid, the same for every arm")
+    p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--evals", type=int, default=12)
+    p.add_argument("--evals", type=int, default=12, help="validation points per run")
+    p.add_argument("--parallel", type=int, default=1, help="training runs at a time")
+    p.add_argument("--reuse", nargs="*", default=[], help="earlier JSON results whose runs need not run again")
     p.add_argument("--work-dir", default="runs/quality_compare")
     p.add_argument("--out", required=True)
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every arm")
     a = p.parse_args()
-    from resnetbk.config import load_config
-    from resnetbk.flops import param_count
-
-    data = [f"data.train={a.data}/train", f"data.val={a.data}/val", f"data.tokenizer={a.data}/tokenizer.model"]
-    if not os.path.isfile(os.path.join(ROOT, a.data, "val", "manifest.json")):
-        run([sys.executable, "-m", "data_prep", "kjv", "--out", a.data], os.path.join(a.work_dir, "data_prep.log"))
-    os.makedirs(a.work_dir, exist_ok=True)
-    every = max(1, a.steps // a.evals)
-    gpt_width = [f"model.ffn_hidden={matching_gpt_width([*data, *a.overrides])}"]
-    runs, rows = [], []
-    for arm in a.arms.split(","):
+    arms = a.arms.split(",")
+    for arm in arms + [a.match]:
         if arm not in ARMS:
             p.error(f"--arms: unknown arm '{arm}' ({', '.join(ARMS)})")
+    lrs = [float(x) for x in a.lrs.split(",")]
+    if a.seeds < 1 or a.steps < 1 or a.parallel < 1:
+        p.error("--seeds, --steps and --parallel must be >= 1")
+
+    data = [f"data.train={a.data}/train", f"data.val={a.data}/val", f"data.tokenizer={a.data}/tokenizer.model"]
+    os.makedirs(a.work_dir, exist_ok=True)
+    if a.data == "data/kjv" and not os.path.isfile(os.path.join(ROOT, a.data, "val", "manifest.json")):
+        run([sys.executable, "-m", "data_prep", "kjv", "--out", a.data], os.path.join(a.work_dir, "data_prep.log"))
+    every = max(1, a.steps // a.evals)
+    common = [*data, *a.overrides]
+    jobs, widths = [], {}
+    for arm in arms:
+        width, params, target = matched_width(arm, a.match, common)
+        widths[arm] = {"ffn_hidden": width, "params": params, "target": target}
         config, extra = ARMS[arm]
-        options = [*data, *extra, *a.overrides, *(gpt_width if arm == "gpt" else [])]  # the last value of a key wins
-        resolved = load_config(config, options)
-        params = param_count(resolved.model)
-        for seed in range(1, a.seeds + 1):
-            run_dir = train_once([sys.executable, "-m", "resnetbk.train", "--config", config, *options,
-                                  f"train.seed={seed}", f"train.max_steps={a.steps}", f"train.log_interval={every}",
-                                  f"train.eval_interval={every}", "sample.max_new_tokens=0"],
-                                 a.work_dir, f"{arm}-seed{seed}")
-            records = read_metrics(run_dir)
-            curve = [{k: r[k] for k in ("step", "tokens", "val_loss")} for r in records if "val_loss" in r]
-            runs.append({"arm": arm, "seed": seed, "params": params, "lr": resolved.optim.lr, "curve": curve,
-                         "final_val_loss": curve[-1]["val_loss"], "tokens": records[-1]["tokens"],
-                         "flops": records[-1]["flops"],
-                         "tokens_per_sec": statistics.median(r["tokens_per_sec"] for r in records[1:] or records)})
-            print(f"{arm:<9} seed {seed}: val loss {runs[-1]['final_val_loss']:.4f}", flush=True)
-        finals = [r["final_val_loss"] for r in runs if r["arm"] == arm]
-        rows.append({"arm": arm, "params": params, "final_val_loss_mean": statistics.mean(finals),
-                     "final_val_loss_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
-                     "val_ppl_mean": statistics.mean(math.exp(v) for v in finals),
-                     "tokens": runs[-1]["tokens"], "flops": runs[-1]["flops"],
-                     "tokens_per_sec": statistics.mean(r["tokens_per_sec"] for r in runs if r["arm"] == arm)})
-    gpt = next((r for r in rows if r["arm"] == "gpt"), None)
-    print(f"\n{'arm':<9} {'params':>8} {'tokens':>10} {'val loss':>17} {'val ppl':>8} {'ppl / GPT':>9} {'TFLOP':>6} {'tok/s':>8}")
-    for r in rows:
-        if gpt:
-            r["ppl_ratio_vs_gpt"] = r["val_ppl_mean"] / gpt["val_ppl_mean"]
-        ratio = f"{r['ppl_ratio_vs_gpt']:.3f}x" if gpt else "-"
-        print(f"{r['arm']:<9} {r['params'] / 1e6:>7.2f}M {r['tokens']:>10,} {r['final_val_loss_mean']:>9.4f} ± "
-              f"{r['final_val_loss_std']:.4f} {r['val_ppl_mean']:>8.1f} {ratio:>9} {r['flops'] / 1e12:>6.1f} "
-              f"{r['tokens_per_sec']:>8,.0f}")
-    write_result(a.out, {"summary": rows, "runs": runs})
-    return 0
+        for lr in lrs:
+            for seed in range(1, a.seeds + 1):
+                options = [*extra, *common, f"model.ffn_hidden={width}", f"optim.lr={lr}"]  # the last value wins
+                cmd = [sys.executable, "-m", "resnetbk.train", "--config", config, *options, f"train.seed={seed}",
+                       f"train.max_steps={a.steps}", f"train.log_interval={every}", f"train.eval_interval={every}",
+                       "sample.max_new_tokens=0"]
+                jobs.append((arm, lr, seed, params, cmd))
+    reused = {}
+    for path in a.reuse:
+        with open(path) as f:
+            for r in json.load(f)["runs"]:
+                reused[r["command_sha"]] = r
+    runs, lock = [], threading.Lock()
+
+    def save():
+        write_result(a.out, {"arms": arms, "lrs": lrs, "seeds": a.seeds, "steps": a.steps, "overrides": a.overrides,
+                             "data": a.data, "parallel": a.parallel, "widths": widths,
+                             "summary": summarize(runs, arms, lrs), "runs": runs}, quiet=True)
+
+    failed = []
+
+    def one(job):
+        arm, lr, seed, params, cmd = job
+        sha = hashlib.sha1("\0".join(cmd[1:]).encode()).hexdigest()
+        try:
+            if sha in reused:
+                record = {**reused[sha], "arm": arm, "lr": lr, "seed": seed}
+            else:
+                run_dir = train_once(cmd, a.work_dir, f"{arm}-lr{lr:g}-seed{seed}")
+                record = {**run_record(arm, lr, seed, params, run_dir), "command_sha": sha}
+        except (SystemExit, Exception) as e:  # one failed run must not stop the others
+            with lock:
+                failed.append(f"{arm} lr {lr:g} seed {seed}")
+                print(f"{arm:<22} lr {lr:<6g} seed {seed}: FAILED {str(e)[:2000]}", flush=True)
+            return
+        with lock:
+            runs.append(record)
+            save()
+            print(f"{arm:<22} lr {lr:<6g} seed {seed}: val loss {record['final_val_loss']:.4f} "
+                  f"({len(runs)}/{len(jobs)})", flush=True)
+
+    # Threads only wait on training subprocesses; each of those is told to use a share of the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // a.parallel)))
+    with concurrent.futures.ThreadPoolExecutor(a.parallel) as pool:
+        for future in [pool.submit(one, job) for job in jobs]:
+            future.result()
+    runs.sort(key=lambda r: (arms.index(r["arm"]), r["lr"], r["seed"]))
+    save()
+    print_table(summarize(runs, arms, lrs))
+    print(f"\nwrote {a.out}")
+    if failed:
+        print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

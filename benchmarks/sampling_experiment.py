@@ -190,16 +190,19 @@ def main() -> int:
     return 0
 
 
-def write_result(path: str, result: dict) -> None:
-    """Writes an experiment's JSON with the date, machine, device and command that produced it."""
+def write_result(path: str, result: dict, quiet: bool = False) -> None:
+    """Writes an experiment's JSON with the date, machine, device and command that produced it (through a
+    temporary file, so that a reader never sees half of it)."""
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     result = {"date": time.strftime("%Y-%m-%d"), "machine": platform.node(), "device": device,
               "command": " ".join(sys.argv), **result}
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
         json.dump(result, f, indent=2)
-    print(f"\nwrote {path}")
+    os.replace(path + ".tmp", path)
+    if not quiet:
+        print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

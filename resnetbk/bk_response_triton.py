@@ -7,10 +7,12 @@ mixer's (B, N, heads, C) layout, so loads and stores are contiguous.
 
 Forward. With c_i = -b_{i-1} g_i and x_i = g_i s_i, a chunk maps the y entering it affinely:
 y_end = P y_in + Q, P = prod c_i (one complex number per row), Q the chunk's recurrence from y_in = 0. Decoupled
-look-back: each program computes (P, Q) in a first pass over its chunk and publishes them, then composes the
-published maps of the chunks before it until it meets a published inclusive y (or position 0), publishes its own
-inclusive y, and runs the chunk again from the right y_in, storing y. The second pass reads what the first just
-read, mostly from L2.
+look-back: each program computes (P, Q) in a first pass over its chunk and publishes them, walks back to the
+nearest chunk that has published its inclusive (leaving) y, or to position 0, applies the published maps of the
+chunks in between in order, publishes its own inclusive y, and runs the chunk again from the right y_in, storing
+y. Applying the maps in sequence order repeats the float operations of a sequential chain of chunks, so the
+result does not depend on which chunks were done first. The second pass reads what the first just read, mostly
+from L2.
 Backward. The adjoint lambda_i = ybar_i + q_i with the carry q_i = conj(c_{i+1}) lambda_{i+1} runs from the end:
 a chunk maps q affinely (q_out = A q_in + B, A = prod conj(c_i)), with the same look-back in reverse, then its
 second pass stores sbar_i = Re(conj(g_i) lambda_i) and the per-row sums gbar_i = sum_c conj(u_i) lambda_i and
@@ -39,7 +41,7 @@ from .bk_triton import _empty_like_order, _row_offset
 
 TILE = 256  # rows x channels per program
 CHUNKS = (256, 128, 64, 32)  # the longest that still gives every multiprocessor several programs is used
-GROUP = 4  # positions whose loads are issued before their stores (see _fwd_group)
+GROUP = tl.constexpr(4)  # positions per unrolled group (their loads issued before their stores: _fwd_outputs)
 
 
 @triton.jit
@@ -146,42 +148,33 @@ def _published(ptr, offsets, mask):
 
 
 @triton.jit
-def _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, j, step, stop, r_loc, t_loc, tmask,
+def _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, own, step, stop, r_loc, t_loc, tmask,
                BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """The carry entering a chunk: composes the published maps of chunks j, j + step, ... (each y_out = P y_in + Q)
-    until one has published its inclusive value, or the walk reaches `stop` (the sequence's boundary, carry 0)."""
-    acc_pr = tl.full([BLOCK_R], 1.0, tl.float32)
-    acc_pi = tl.zeros([BLOCK_R], tl.float32)
-    acc_qr = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    acc_qi = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    in_r = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    in_i = tl.zeros([BLOCK_R, BLOCK_C], tl.float32)
-    done = (j == stop).to(tl.int32)
-    while done == 0:
-        slot = rb * n_chunks + j
-        f = tl.atomic_add(flag_ptr + slot, 0)
+    """The carry entering chunk `own` from its neighbours own + step, own + 2 step, ... (each maps its entering
+    carry to its leaving one: P x + Q). Walks to the nearest chunk that has published its leaving carry (or to
+    `stop`, the boundary, where the carry is 0), then applies the maps of the chunks in between in sequence
+    order: the same float operations as the sequential chain of chunks, whichever chunk it met, so results do
+    not depend on timing."""
+    j = own + step
+    f = j * 0  # the flag met last (an int32 scalar, as the loop carries it)
+    while (j != stop) & (f != 2):
+        f = tl.atomic_add(flag_ptr + rb * n_chunks + j, 0)
         while f == 0:
-            f = tl.atomic_add(flag_ptr + slot, 0)
-        if f == 2:
-            xr, xi = _published(incl_ptr, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
-            pr, pi = _cmul(acc_pr[:, None], acc_pi[:, None], xr, xi)
-            in_r = pr + acc_qr
-            in_i = pi + acc_qi
-            done = 1
-        else:
-            qr, qi = _published(agg_q_ptr, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
-            pr, pi = _published(agg_p_ptr, slot * BLOCK_R + r_loc, r_loc < BLOCK_R)
-            tr, ti = _cmul(acc_pr[:, None], acc_pi[:, None], qr, qi)
-            acc_qr += tr
-            acc_qi += ti
-            acc_pr, acc_pi = _cmul(acc_pr, acc_pi, pr, pi)
+            f = tl.atomic_add(flag_ptr + rb * n_chunks + j, 0)
+        if f != 2:
             j += step
-            done = (j == stop).to(tl.int32)
-    # Walked to the boundary: the carry there is 0, so what entered is the accumulated Q.
-    reached = j == stop
-    in_r = tl.where(reached, acc_qr, in_r)
-    in_i = tl.where(reached, acc_qi, in_i)
-    return in_r, in_i
+    met = tmask & ((tmask.to(tl.int32) * 0 + j) != stop)  # else the boundary, where the carry is 0
+    xr, xi = _published(incl_ptr, (rb * n_chunks + j) * BLOCK_R * BLOCK_C + t_loc, met)
+    m = j - step
+    while m != own:
+        slot = rb * n_chunks + m
+        qr, qi = _published(agg_q_ptr, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
+        pr, pi = _published(agg_p_ptr, slot * BLOCK_R + r_loc, r_loc < BLOCK_R)
+        xr, xi = _cmul(pr[:, None], pi[:, None], xr, xi)
+        xr += qr
+        xi += qi
+        m -= step
+    return xr, xi
 
 
 @triton.jit
@@ -211,8 +204,8 @@ def _resp_fwd(g_ptr, b_ptr, s_ptr, y_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, flag_p
     _publish(agg_q_ptr, Qr, Qi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
     _publish(agg_p_ptr, Pr, Pi, slot * BLOCK_R + r_loc, r_loc < BLOCK_R)
     tl.atomic_xchg(flag_ptr + slot, 1)
-    in_r, in_i = _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c - 1, -1, -1, r_loc, t_loc,
-                            tmask, BLOCK_R, BLOCK_C)
+    in_r, in_i = _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, -1, -1, r_loc, t_loc, tmask,
+                            BLOCK_R, BLOCK_C)
     er, ei = _cmul(Pr[:, None], Pi[:, None], in_r, in_i)
     _publish(incl_ptr, er + Qr, ei + Qi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
     hide = (LOOKBACK_TEST == 2) | ((LOOKBACK_TEST == 1) & (c % 2 == 1))
@@ -320,7 +313,7 @@ def _resp_bwd(g_ptr, b_ptr, s_ptr, y_ptr, u_ptr, ds_ptr, dg_ptr, db_ptr, agg_p_p
     _publish(agg_q_ptr, Br, Bi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
     _publish(agg_p_ptr, Ar, Ai, slot * BLOCK_R + r_loc, r_loc < BLOCK_R)
     tl.atomic_xchg(flag_ptr + slot, 1)
-    in_r, in_i = _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c + 1, 1, n_chunks, r_loc, t_loc,
+    in_r, in_i = _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, 1, n_chunks, r_loc, t_loc,
                             tmask, BLOCK_R, BLOCK_C)
     er, ei = _cmul(Ar[:, None], Ai[:, None], in_r, in_i)
     _publish(incl_ptr, er + Br, ei + Bi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
@@ -343,8 +336,8 @@ def _grid(R: int, N: int, C: int, device: torch.device, chunk: int | None, tile:
         # first pass cost a fixed amount per chunk.
         sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
         chunk = next((c for c in CHUNKS if n_rb * triton.cdiv(N, c) >= 4 * sms), CHUNKS[-1])
-    if chunk <= 0 or chunk % GROUP:
-        raise ValueError(f"chunk must be a positive multiple of {GROUP}, got {chunk}")
+    if chunk <= 0 or chunk % GROUP.value:
+        raise ValueError(f"chunk must be a positive multiple of {GROUP.value}, got {chunk}")
     warps = max(1, min(8, block_r * block_c // 64))
     return block_r, block_c, chunk, triton.cdiv(N, chunk), n_rb, warps
 

@@ -28,6 +28,9 @@ class ModelConfig:
     # resnetbk: independent BK systems per layer; gpt: attention heads (d_model must divide evenly).
     n_heads: int = 4
     ffn_hidden: int = 1024  # hidden width of the GPT MLP and of each MoE expert
+    # The feed-forward of every block: "moe" (the sparse MoE below) or "mlp" (dense); null: the family's own,
+    # moe for resnetbk and mlp for gpt. GPT with moe separates the mixer's effect from MoE sparsity.
+    feed_forward: Optional[str] = None
     dropout: float = 0.0
     # BK mixer. The faithful preset of the original paper is n_heads=1, bk_learned_z=false, bk_selective=false.
     bk_learned_z: bool = True  # z = x + i (softplus(y) + bk_im_z_min) per head, else z = i
@@ -37,7 +40,7 @@ class ModelConfig:
     # the input, resnetbk/bk_response.py); 0: the diagonal g alone, as in the original paper.
     bk_values: int = 0
     bk_value_gate: bool = False  # the response features times silu(Linear(d, 2 x heads x bk_values)(x))
-    # Sparse MoE feed-forward (resnetbk only).
+    # Sparse MoE feed-forward (with feed_forward = moe, resnetbk's default).
     moe_experts: int = 4
     moe_top_k: int = 2
     moe_balance_coef: float = 0.01  # weight of the load-balancing loss added to the training loss
@@ -289,6 +292,11 @@ def train_dirs(cfg: RunConfig) -> List[str]:
     return [train] if isinstance(train, str) else list(train)
 
 
+def uses_moe(m: ModelConfig) -> bool:
+    """Whether the blocks' feed-forward is the sparse MoE (model.feed_forward, or the family's own)."""
+    return m.arch == "resnetbk" if m.feed_forward is None else m.feed_forward == "moe"
+
+
 def validate_model(m: ModelConfig) -> None:
     """Checks that the model config describes a buildable model (also used by build_model)."""
     for key in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "ffn_hidden"):
@@ -296,7 +304,9 @@ def validate_model(m: ModelConfig) -> None:
     _check(0 <= m.dropout < 1, "model.dropout", "must be in [0, 1)")
     if m.arch == "gpt":
         _check(m.d_model % m.n_heads == 0, "model.n_heads", f"must divide model.d_model={m.d_model} for arch=gpt")
-    if m.arch == "resnetbk":
+    _check(m.feed_forward in (None, "moe", "mlp"), "model.feed_forward",
+           f"must be 'moe', 'mlp' or null (the family's own), got '{m.feed_forward}'")
+    if uses_moe(m):
         _check(m.moe_experts >= 1, "model.moe_experts", "must be >= 1")
         _check(1 <= m.moe_top_k <= m.moe_experts, "model.moe_top_k", f"must be in [1, model.moe_experts={m.moe_experts}]")
         _check(m.moe_balance_coef >= 0, "model.moe_balance_coef", "must be >= 0")
@@ -309,6 +319,7 @@ def validate_model(m: ModelConfig) -> None:
             _check(m.moe_capacity_factor == 0, "model.moe_capacity_factor", "is read only with model.moe_impl=deepspeed")
         else:
             _check(m.moe_top_k in (1, 2), "model.moe_top_k", "DeepSpeed's MoE gate supports top-1 and top-2 only")
+    if m.arch == "resnetbk":
         _check(m.bk_im_z_min > 0, "model.bk_im_z_min", "must be > 0 (Im z > 0 keeps the resolvent bounded)")
         _check(m.bk_values >= 0, "model.bk_values", "must be >= 0 (0: the diagonal alone)")
         _check(m.bk_values > 0 or not m.bk_value_gate, "model.bk_value_gate", "gates the response: needs model.bk_values > 0")

@@ -19,6 +19,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .config import uses_moe
+
 
 def graph_blocks_unsupported(model_cfg, *, on_cuda: bool, zero_stage: int, checkpointing: bool,
                              dtype: torch.dtype, capability: tuple = (0, 0)) -> Optional[str]:
@@ -31,7 +33,7 @@ def graph_blocks_unsupported(model_cfg, *, on_cuda: bool, zero_stage: int, check
         return "activation checkpointing recomputes blocks in backward"
     if model_cfg.dropout > 0:
         return "model.dropout > 0 (graphed random masks are untested here)"
-    if model_cfg.arch == "resnetbk":
+    if uses_moe(model_cfg):
         if model_cfg.moe_impl != "native":
             return "DeepSpeed's MoE layer reads expert capacities back to the host"
         if dtype != torch.bfloat16 or capability < (8, 0):

@@ -16,7 +16,7 @@ import json
 import os
 from typing import List, NamedTuple, Optional
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, uses_moe
 from .profiles import GPU, PROFILES, config_path, has_bf16, pick_profile, strategy_names
 
 DEEPSPEED_TOP_LEVEL_KEYS = frozenset({
@@ -122,7 +122,7 @@ def _check_against_run(config: dict, path: str, cfg: RunConfig, gpus: List[GPU])
         raise ConfigError(f"{path}: activation_checkpointing.cpu_checkpointing needs a GPU (it loses the "
                           "checkpoints on CPU ranks); set it to false")
     m = cfg.model
-    if m.arch == "resnetbk" and m.moe_impl == "deepspeed" and stage == 3:
+    if uses_moe(m) and m.moe_impl == "deepspeed" and stage == 3:
         raise ConfigError(f"model.moe_impl: DeepSpeed 0.19.8 refuses its MoE layer under ZeRO stage 3 ({path}); "
                           "use model.moe_impl=native there")
 
@@ -145,7 +145,7 @@ def resolve_batch(cfg: RunConfig, strategy: Strategy, world_size: int) -> None:
     else:
         accum = t.grad_accum or ds.get("gradient_accumulation_steps", 1)
     m = cfg.model
-    if m.arch == "resnetbk" and m.moe_impl == "deepspeed" and world_size % m.moe_ep_size:
+    if uses_moe(m) and m.moe_impl == "deepspeed" and world_size % m.moe_ep_size:
         raise ConfigError(f"model.moe_ep_size: {m.moe_ep_size} does not divide the {world_size} ranks")
     t.micro_batch, t.grad_accum = int(micro), int(accum)
     t.global_batch = t.micro_batch * t.grad_accum * world_size

@@ -12,7 +12,7 @@ Norms, activations, softmax and the loss are left out, as is usual for MFU (they
 
 from __future__ import annotations
 
-from .config import ModelConfig
+from .config import ModelConfig, uses_moe
 
 # An estimate from the operations of the causal recursion in bk_core.py with complex arithmetic expanded
 # into real FLOPs (a complex division is about 11): about 32 forward, and the adjoint sweep about twice
@@ -31,14 +31,14 @@ def param_count(m: ModelConfig) -> int:
     """Total parameters, as sum(p.numel() for p in CausalLM(m).parameters())."""
     d, f, h = m.d_model, m.ffn_hidden, m.n_heads
     mlp = d * f + f + f * d + d
+    ffn = d * m.moe_experts + m.moe_experts * mlp if uses_moe(m) else mlp  # router and experts, or one MLP
     if m.arch == "gpt":
-        block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + mlp
+        block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + ffn
         return m.vocab_size * d + m.max_seq_len * d + m.n_layers * block + d
     mixer = (d * h + h) + (d * h + h if m.bk_selective else 0) + (2 * h if m.bk_learned_z else 0) + (2 * h * d + d)
     hc = h * m.bk_values
     mixer += (d * hc + hc) + 2 * hc * d + ((d + 1) * 2 * hc if m.bk_value_gate else 0)  # values, value_out, gate
-    router = d * m.moe_experts
-    block = 2 * d + mixer + router + m.moe_experts * mlp
+    block = 2 * d + mixer + ffn
     return m.vocab_size * d + m.n_layers * block + d
 
 
@@ -46,12 +46,13 @@ def active_matmul_params(m: ModelConfig) -> int:
     """Weights one token multiplies by: embedding lookups excluded, the tied LM head included."""
     d, f, h = m.d_model, m.ffn_hidden, m.n_heads
     mlp = 2 * d * f
+    ffn = d * m.moe_experts + m.moe_top_k * mlp if uses_moe(m) else mlp  # the router and top_k experts
     if m.arch == "gpt":
-        per_layer = 3 * d * d + d * d + mlp
+        per_layer = 3 * d * d + d * d + ffn
     else:
         hc = h * m.bk_values
         response = d * hc + 2 * hc * d + (d * 2 * hc if m.bk_value_gate else 0)
-        per_layer = d * h * (2 if m.bk_selective else 1) + 2 * h * d + response + d * m.moe_experts + m.moe_top_k * mlp
+        per_layer = d * h * (2 if m.bk_selective else 1) + 2 * h * d + response + ffn
     return m.n_layers * per_layer + m.vocab_size * d
 
 

@@ -2,6 +2,7 @@
 
 ResNet-BK block: x + BKMixer(norm(x)), then x + MoE(norm(x)).
 GPT block:       x + CausalSelfAttention(norm(x)), then x + MLP(norm(x)).
+(model.feed_forward swaps the MoE and the MLP between the families.)
 (Written as AddRMSNorm calls, which return the residual stream beside its norm so that a GPU fuses the two.)
 Both: token embedding (GPT adds learned positions; the causal BK recursion is ordered by itself),
 final norm, LM head tied to the embedding.
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from .bk_core import resolvent_diagonal
 from .bk_response import diagonal_and_response
-from .config import ModelConfig
+from .config import ModelConfig, uses_moe
 
 # torch 2.13 names it F.grouped_mm; older releases (2.8-2.11, the GPU image's) only have the private name.
 grouped_mm = getattr(F, "grouped_mm", None) or torch._grouped_mm
@@ -374,17 +375,31 @@ class AddRMSNorm(nn.RMSNorm):
         return s, super().forward(s)
 
 
+def make_feed_forward(cfg: ModelConfig) -> tuple:
+    """(moe, mlp): the block's feed-forward, model.feed_forward or the family's own, and None for the other."""
+    if not uses_moe(cfg):
+        return None, MLP(cfg.d_model, cfg.ffn_hidden, cfg.dropout)
+    return (DeepSpeedMoE(cfg) if cfg.moe_impl == "deepspeed" else MoE(cfg)), None
+
+
+def feed_forward(block: nn.Module, h: torch.Tensor):
+    """(output, balance loss) of the block's MoE or MLP (whose balance loss is 0)."""
+    if block.moe is not None:
+        return block.moe(h)
+    return block.mlp(h), h.new_zeros((), dtype=torch.float32)
+
+
 class ResNetBKBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norm1, self.norm2 = AddRMSNorm(cfg.d_model), AddRMSNorm(cfg.d_model)
         self.mixer = BKMixer(cfg)
-        self.moe = DeepSpeedMoE(cfg) if cfg.moe_impl == "deepspeed" else MoE(cfg)
+        self.moe, self.mlp = make_feed_forward(cfg)
 
     def forward(self, x):
         x, h = self.norm1(x)  # x passes through, so that its gradient and the norm's meet in one backward kernel
         x, h = self.norm2(x, self.mixer(h))  # x + mixer(h), and its norm
-        y, balance_loss = self.moe(h)
+        y, balance_loss = feed_forward(self, h)
         return x + y, balance_loss
 
 
@@ -393,12 +408,13 @@ class GPTBlock(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = AddRMSNorm(cfg.d_model), AddRMSNorm(cfg.d_model)
         self.attn = CausalSelfAttention(cfg)
-        self.mlp = MLP(cfg.d_model, cfg.ffn_hidden, cfg.dropout)
+        self.moe, self.mlp = make_feed_forward(cfg)
 
     def forward(self, x):
         x, h = self.norm1(x)
         x, h = self.norm2(x, self.attn(h))
-        return x + self.mlp(h), x.new_zeros(())
+        y, balance_loss = feed_forward(self, h)
+        return x + y, balance_loss
 
 
 class CausalLM(nn.Module):
@@ -455,7 +471,7 @@ class CausalLM(nn.Module):
         else:
             lm_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         balance_loss = balance_loss / len(self.blocks)
-        coef = self.cfg.moe_balance_coef if self.cfg.arch == "resnetbk" else 0.0
+        coef = self.cfg.moe_balance_coef if uses_moe(self.cfg) else 0.0
         return LMOutput(logits, lm_loss + coef * balance_loss, lm_loss, balance_loss)
 
     def record_bk_stats(self, on: bool) -> None:
@@ -476,6 +492,6 @@ class CausalLM(nn.Module):
         return dict(zip(names, values.tolist()))  # one read back to the host
 
     def expert_load(self) -> Optional[torch.Tensor]:
-        """Share of routed slots per expert in the last forward, averaged over layers (None for GPT)."""
-        loads = [b.moe.last_load for b in self.blocks if isinstance(b, ResNetBKBlock)]
+        """Share of routed slots per expert in the last forward, averaged over layers (None without MoE)."""
+        loads = [b.moe.last_load for b in self.blocks if b.moe is not None]
         return torch.stack(loads).mean(0) if loads else None

@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 
-from .config import ConfigError, load_config, to_yaml, train_dirs
+from .config import ConfigError, load_config, to_yaml, train_dirs, uses_moe
 from .data import DataError, read_manifest
 
 
@@ -287,7 +287,8 @@ class Trainer:
             self.print(f"note: the checkpoint was trained with sampling '{client['sampling']}'; continuing with "
                        f"'{sampler.describe()}'")
         state["sampling"] = sampler.describe()
-        kind = "ResNet-BK" if cfg.model.arch == "resnetbk" else "GPT"
+        kind = ("ResNet-BK" if cfg.model.arch == "resnetbk" else "GPT") + \
+            (" (MoE)" if cfg.model.arch == "gpt" and uses_moe(cfg.model) else "")
         self.print(f"{kind}: {self.n_params / 1e6:.2f}M parameters | {self.world} rank(s) on {self.device.type} | "
                    f"global batch {self.global_batch} x {t.seq_len} tokens | {len(self.train_data):,} training "
                    f"sequences | steps {state['step']}..{t.max_steps}")
@@ -361,7 +362,7 @@ class Trainer:
                 if cfg.data.active.score is not None:
                     record.update(scoring_flops=state["scoring_flops"], scoring_sec=state["scoring_sec"])
                 record.update(sampler.pop_stats())
-                if cfg.model.arch == "resnetbk":
+                if uses_moe(cfg.model):
                     record["moe_balance_loss"] = mean(balance)
                 grad_norm = self.engine.get_global_grad_norm()
                 if grad_norm is not None:

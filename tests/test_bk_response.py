@@ -197,6 +197,20 @@ def test_kernels_match_reference(n, c, constant_b, lookback_test, kernel_sizes):
         assert grad_b is not None and rel_err(grad_b[..., 1:].double(), grads_ref[1][..., 1:]) < 1e-5
 
 
+def test_kernels_do_not_depend_on_which_chunks_finished_first(kernel_sizes):
+    """Whether a chunk meets its neighbour's inclusive value or walks further back over published maps, it applies
+    the maps in sequence order: bitwise the same result (bitwise resume and graph replays rely on it)."""
+    g, b, s, ybar = kernel_case((2, 3), 23, 3, False, 0.1, torch.float32, seed=9)
+    g, b, s, ybar = g.to(DEVICE, torch.complex64), b.to(DEVICE).float(), s.to(DEVICE).float(), ybar.to(DEVICE).float()
+    outs = []
+    for lookback_test in (0, 1, 2):
+        y = bk_response_triton.response_forward(g, b, s, torch.float32, lookback_test=lookback_test, **kernel_sizes)
+        grads = bk_response_triton.response_backward(g, b, s, y, ybar, True, lookback_test=lookback_test, **kernel_sizes)
+        outs.append((y, *grads))
+    for other in outs[1:]:
+        assert all(torch.equal(x, y) for x, y in zip(outs[0], other))
+
+
 @pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
 def test_kernels_in_half_precision(out_dtype, kernel_sizes):
     """s, y and their gradients in bf16 / fp16 (the mixer's compute dtype), computed in float32."""

@@ -64,15 +64,15 @@ def _loss_and_grads(model, batches):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
-def test_graphed_blocks_train_like_eager_blocks(arch):
+@pytest.mark.parametrize("arch,extra", [("resnetbk", {}), ("resnetbk", {"bk_values": 8}), ("gpt", {})])
+def test_graphed_blocks_train_like_eager_blocks(arch, extra):
     """Same losses and accumulated gradients over two micro-steps (a graphed backward hands its gradients out in
     its own buffers: without the copy the second micro-step would overwrite the first's); another shape and
     eval mode run eagerly; the logged statistics follow the replays."""
     from resnetbk.cuda_graphs import graph_blocks
 
     torch.manual_seed(0)
-    model = build_model(arch, **SMALL).cuda().bfloat16()
+    model = build_model(arch, **SMALL, **extra).cuda().bfloat16()
     batches = [torch.randint(0, 97, (4, 129), device="cuda") for _ in range(2)]
     eager_losses, eager_grads = _loss_and_grads(model, batches)
     model.record_bk_stats(True)
