@@ -19,7 +19,9 @@ OUT=${OUT:-/tmp/out}
 export TORCH_CUDA_ARCH_LIST=9.0  # the image's 9.0a breaks DeepSpeed 0.19.8's op builder (../shared/gpu/README.md)
 mkdir -p "$OUT"
 if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  # Once per machine: sections started side by side must not install into the same folder at once.
+  [ -d /tmp/site/deepspeed ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 fi
 export PYTHONUNBUFFERED=1
@@ -108,7 +110,7 @@ EOF
         --out "$OUT/arch_throughput_$(echo "${PRESETS:-small,base}" | tr , _).json" "${KJV[@]}" \
         data.val=data/kjv/train || true  # the held-out books are shorter than 16385 tokens each
       ;;
-    response)
+    response|kernel-tests)
       # DeepSpeed's FusedAdam builds (about 50 s) while the kernel tests run, so that later trainings find it.
       python3 -c 'from deepspeed.ops.op_builder import FusedAdamBuilder; FusedAdamBuilder().load()' \
         > "$OUT/fused_adam_build.log" 2>&1 &
@@ -117,7 +119,9 @@ EOF
       python3 -m pytest -q -p no:cacheprovider tests/test_bk_response.py tests/test_cuda_graphs.py \
         -k "kernel or layout or depend or half or graphed_blocks_train" > "$OUT/gpu_tests.log" 2>&1 || true
       tail -3 "$OUT/gpu_tests.log"
-      python3 benchmarks/bk_core.py --response-only --quick --out "$OUT/bk_response.json" 2>&1 | tail -24 || true
+      if [ "$what" = response ]; then
+        python3 benchmarks/bk_core.py --response-only --quick --out "$OUT/bk_response.json" 2>&1 | tail -24 || true
+      fi
       wait "$build" || { tail -5 "$OUT/fused_adam_build.log"; exit 1; }
       ;;
     archs-response)
@@ -132,11 +136,12 @@ EOF
       P=${QUALITY_PARALLEL:-12}
       COMMON=(deepspeed.profile=auto deepspeed.strategy=zero2 train.micro_batch=32)
       # QUALITY_TIME_S bounds the call; the JSON holds every run finished by then (--reuse continues from it).
+      # QUALITY_ARGS: more options (--arms, --reuse FILE, ...); QUALITY_OVERRIDES: config overrides for every arm.
       timeout "${QUALITY_TIME_S:-1800}" python3 benchmarks/quality_compare.py --parallel "$P" \
-        --out "$OUT/quality_kjv_${QUALITY_SIZE:-d192}.json" ${QUALITY_REUSE:+--reuse $QUALITY_REUSE} "${COMMON[@]}" \
+        --out "$OUT/quality_kjv_${QUALITY_SIZE:-d192}.json" ${QUALITY_ARGS:-} "${COMMON[@]}" \
         ${QUALITY_OVERRIDES:-} > "$OUT/quality_kjv_${QUALITY_SIZE:-d192}.log" 2>&1 || true
       tail -12 "$OUT/quality_kjv_${QUALITY_SIZE:-d192}.log"
       ;;
-    *) echo "unknown section '$what' (strategies, largest, largest7b, multi, multi-equal, faults, archs, response, quality-kjv)" >&2; exit 2 ;;
+    *) echo "unknown section '$what' (strategies, largest, largest7b, multi, multi-equal, faults, archs, response, kernel-tests, archs-response, quality-kjv)" >&2; exit 2 ;;
   esac
 done

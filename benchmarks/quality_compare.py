@@ -61,6 +61,7 @@ ARMS = {  # name: (config, overrides)
 }
 MAIN_ARMS = "bk-response,bk-diagonal,faithful,gpt,gpt-moe"
 PARAM_TOLERANCE = 0.005
+MOE_WIDTH_MULTIPLE = 8
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t_{0.975, dof}
 
 
@@ -74,9 +75,13 @@ def matched_width(arm: str, match: str, overrides: list) -> tuple[int, int, int]
         config, extra = ARMS[name]
         return param_count(load_config(config, [*extra, *overrides, *([f"model.ffn_hidden={width}"] if width else [])]).model)
 
+    from resnetbk.config import uses_moe
+
     target = params(match)
     per_unit = params(arm, 2) - params(arm, 1)
-    width = max(1, 1 + round((target - params(arm, 1)) / per_unit))
+    # Experts' widths a multiple of MOE_WIDTH_MULTIPLE: the bf16 grouped GEMMs need 16-byte aligned rows.
+    step = MOE_WIDTH_MULTIPLE if uses_moe(load_config(ARMS[arm][0], [*ARMS[arm][1], *overrides]).model) else 1
+    width = max(1, round((1 + (target - params(arm, 1)) / per_unit) / step)) * step
     got = params(arm, width)
     if abs(got - target) > PARAM_TOLERANCE * target:
         raise SystemExit(f"error: --arms: {arm} cannot match {match}'s {target:,} parameters within 0.5% "

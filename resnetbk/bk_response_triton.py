@@ -25,7 +25,8 @@ made at position j reaches y_i multiplied by prod_{k=j+1..i} c_k = G_ij / g_j, a
 the error stays near the diagonal's. tests/test_bk_response.py measures it down to Im z = bk_im_z_min.
 
 Programs take tickets from an atomic counter in an order where everything a program waits for holds an earlier
-ticket, so waiting cannot deadlock. Under TRITON_INTERPRET=1 programs run one after another; LOOKBACK_TEST hides
+ticket, so waiting cannot deadlock. A flag covers a whole tile, stored by every thread of the program and raised
+by one: a barrier comes before raising it and after reading it (CUB's decoupled look-back does the same). Under TRITON_INTERPRET=1 programs run one after another; LOOKBACK_TEST hides
 published inclusive values so that the tests walk the look-back over aggregates. Complex values are (re, im)
 float pairs; y and its gradient are real pairs in the output dtype (the mixer's compute dtype), so the mixer's
 features are a view of the kernel's output.
@@ -163,6 +164,8 @@ def _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, own, step
             f = tl.atomic_add(flag_ptr + rb * n_chunks + j, 0)
         if f != 2:
             j += step
+    # The flags were read by one thread for the whole tile: the barrier orders every thread's loads after them.
+    tl.debug_barrier()
     met = tmask & ((tmask.to(tl.int32) * 0 + j) != stop)  # else the boundary, where the carry is 0
     xr, xi = _published(incl_ptr, (rb * n_chunks + j) * BLOCK_R * BLOCK_C + t_loc, met)
     m = j - step
@@ -203,12 +206,14 @@ def _resp_fwd(g_ptr, b_ptr, s_ptr, y_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, flag_p
                               HAS_B, CHUNK, BLOCK_R, BLOCK_C)
     _publish(agg_q_ptr, Qr, Qi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
     _publish(agg_p_ptr, Pr, Pi, slot * BLOCK_R + r_loc, r_loc < BLOCK_R)
+    tl.debug_barrier()  # every thread's share of the tile is stored before one thread raises the flag
     tl.atomic_xchg(flag_ptr + slot, 1)
     in_r, in_i = _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, -1, -1, r_loc, t_loc, tmask,
                             BLOCK_R, BLOCK_C)
     er, ei = _cmul(Pr[:, None], Pi[:, None], in_r, in_i)
     _publish(incl_ptr, er + Qr, ei + Qi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
     hide = (LOOKBACK_TEST == 2) | ((LOOKBACK_TEST == 1) & (c % 2 == 1))
+    tl.debug_barrier()
     tl.atomic_xchg(flag_ptr + slot, 2 - hide.to(tl.int32))  # hidden: the flag stays 1 (aggregate only)
     _fwd_outputs(g_row, b_row, s_tile, y_tile, in_r, in_i, rows, rmask, tmask, start, N, s_gn, s_bn, s_sn, s_yn,
                  b_const, HAS_B, CHUNK)
@@ -312,12 +317,14 @@ def _resp_bwd(g_ptr, b_ptr, s_ptr, y_ptr, u_ptr, ds_ptr, dg_ptr, db_ptr, agg_p_p
                               HAS_B, CHUNK, BLOCK_R, BLOCK_C)
     _publish(agg_q_ptr, Br, Bi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
     _publish(agg_p_ptr, Ar, Ai, slot * BLOCK_R + r_loc, r_loc < BLOCK_R)
+    tl.debug_barrier()  # every thread's share of the tile is stored before one thread raises the flag
     tl.atomic_xchg(flag_ptr + slot, 1)
     in_r, in_i = _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, 1, n_chunks, r_loc, t_loc,
                             tmask, BLOCK_R, BLOCK_C)
     er, ei = _cmul(Ar[:, None], Ai[:, None], in_r, in_i)
     _publish(incl_ptr, er + Br, ei + Bi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
     hide = (LOOKBACK_TEST == 2) | ((LOOKBACK_TEST == 1) & ((n_chunks - 1 - c) % 2 == 1))
+    tl.debug_barrier()
     tl.atomic_xchg(flag_ptr + slot, 2 - hide.to(tl.int32))
     _bwd_outputs(g_row, b_row, u_tile, s_tile, y_tile, ds_tile, dg_row, db_row, in_r, in_i, rows, rmask, tmask,
                  start, N, s_gn, s_bn, s_un, s_sn, s_yn, s_dn, s_dgn, s_dbn, b_const, HAS_B, CHUNK)
