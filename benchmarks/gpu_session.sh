@@ -128,7 +128,7 @@ EOF
       # The trainer with the response mixer against the diagonal one and GPT, small at N = 1024 and 8192.
       python3 benchmarks/arch_throughput.py --presets small --seq-lens "${SEQ_LENS:-1024,8192}" \
         --arms gpt,resnetbk-diagonal,resnetbk --steps 30 --out "$OUT/arch_response.json" "${KJV[@]}" \
-        data.val=data/kjv/train || true
+        data.val=data/kjv/train ${ARCH_OVERRIDES:-} || true
       ;;
     quality-kjv)
       # Small models leave the GPU mostly idle: QUALITY_PARALLEL trainings share it. d = 192 (the tiny configs) and
