@@ -166,7 +166,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--evals", type=int, default=12, help="validation points per run")
     p.add_argument("--parallel", type=int, default=1, help="training runs at a time")
-    p.add_argument("--reuse", nargs="*", default=[], help="earlier JSON results whose runs need not run again")
+    p.add_argument("--reuse", action="append", default=[], metavar="JSON",
+                   help="an earlier result whose runs need not run again (repeatable)")
     p.add_argument("--work-dir", default="runs/quality_compare")
     p.add_argument("--out", required=True)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every arm")
