@@ -1,84 +1,83 @@
-"""Validation loss against training tokens, one line per arm (the mean over its seeds), from
-benchmarks/quality_compare.py's JSON. Writes an SVG (no plotting library needed) and prints the points it drew.
+"""Validation loss against training tokens from benchmarks/quality_compare.py results: one line per arm, at the
+arm's best learning rate, the mean over its seeds with the seeds' range shaded. Needs matplotlib
+(`pip install -e '.[plot]'`). Prints the points it drew.
 
-    python benchmarks/plot_quality.py docs/results/quality_tiny_h100.json --out docs/quality_tiny.svg
+    python benchmarks/plot_quality.py docs/results/quality/kjv_d192.json --out docs/quality_kjv_d192.svg
 
-Given several results (say one per learning rate), each arm is drawn from the result where its mean final
-validation loss is lowest, and the legend names the learning rate it ran at.
+Several results (say the main grid and an ablation run) are drawn together; an arm found in more than one is
+taken from the result where its best mean final loss is lowest.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
-import re
 import statistics
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from svg_chart import Series, line_chart, plot_arguments  # noqa: E402
-
-STYLES = {  # arm: (legend, colour, dash)
-    "resnetbk": ("ResNet-BK multi-head", "#d62728", ""),
-    "faithful": ("ResNet-BK faithful", "#ff7f0e", "2,3"),
-    "gpt": ("GPT", "#1f77b4", "6,4"),
-}
+LABELS = {"bk-response": "ResNet-BK (response)", "bk-diagonal": "ResNet-BK (diagonal only)",
+          "faithful": "ResNet-BK faithful", "gpt": "GPT", "gpt-moe": "GPT-MoE"}
 
 
-def learning_rate(result: dict, arm: str) -> float:
-    """The arm's learning rate: recorded per run, or (older results) the command's override or the arm's config."""
-    recorded = [run["lr"] for run in result["runs"] if run["arm"] == arm and "lr" in run]
-    if recorded:
-        return recorded[0]
-    found = re.search(r"optim\.lr=(\S+)", result.get("command", ""))
-    if found:
-        return float(found.group(1))
-    from quality_compare import ARMS
-    from resnetbk.config import load_config
-
-    return load_config(*ARMS[arm]).optim.lr
-
-
-def short(value: float) -> str:
-    """3e-3 rather than 0.003."""
-    mantissa, exponent = f"{value:.1e}".split("e")
-    return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
-
-
-def mean_curves(result: dict) -> dict:
-    """{arm: [(tokens, mean val loss over the seeds that evaluated at that point)]}"""
-    losses = {}
-    for run in result["runs"]:
-        for point in run["curve"]:
-            losses.setdefault(run["arm"], {}).setdefault(point["tokens"], []).append(point["val_loss"])
-    return {arm: [(t, statistics.mean(v)) for t, v in sorted(by_tokens.items())] for arm, by_tokens in losses.items()}
+def arm_curves(result: dict) -> dict:
+    """{arm: (best final mean loss, best lr, [(tokens, mean, min, max)])} at each arm's best learning rate."""
+    out = {}
+    for row in result["summary"]:
+        runs = [r for r in result["runs"] if r["arm"] == row["arm"] and r["lr"] == row["best_lr"]]
+        by_tokens = {}
+        for run in runs:
+            for point in run["curve"]:
+                by_tokens.setdefault(point["tokens"], []).append(point["val_loss"])
+        curve = [(t, statistics.mean(v), min(v), max(v)) for t, v in sorted(by_tokens.items()) if len(v) == len(runs)]
+        out[row["arm"]] = (row["final_val_loss_mean"], row["best_lr"], curve)
+    return out
 
 
 def main() -> int:
-    a = plot_arguments(__doc__, "Validation loss at equal parameters and tokens (mean over seeds)")
-    best = {}  # arm: (final loss, curve, label)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+")
+    p.add_argument("--title", default="Validation loss at equal parameters and tokens (mean of seeds, best lr)")
+    p.add_argument("--arms", help="comma-separated arms to draw (default: all)")
+    p.add_argument("--out", required=True, help="an image path (.svg, .png, .pdf)")
+    a = p.parse_args()
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("error: plot_quality.py needs matplotlib: pip install -e '.[plot]'", file=sys.stderr)
+        return 2
+    best = {}
     for path in a.results:
         try:
-            result = json.load(open(path))
-            curves = mean_curves(result)
+            curves = arm_curves(json.load(open(path)))
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"error: {path}: not a quality_compare.py result ({e})", file=sys.stderr)
             return 2
-        for arm, curve in curves.items():
-            legend = STYLES.get(arm, (arm,))[0]
-            if len(a.results) > 1:
-                legend += f" (lr {short(learning_rate(result, arm))})"
-            if curve and (arm not in best or curve[-1][1] < best[arm][0]):
-                best[arm] = (curve[-1][1], curve, legend)
-    if not best:
-        print("error: no validation curves in " + ", ".join(a.results), file=sys.stderr)
+        for arm, entry in curves.items():
+            if arm not in best or entry[0] < best[arm][0]:
+                best[arm] = entry
+    wanted = a.arms.split(",") if a.arms else list(best)
+    missing = [arm for arm in wanted if arm not in best]
+    if missing or not best:
+        print(f"error: no curve for {', '.join(missing) or 'any arm'} in " + ", ".join(a.results), file=sys.stderr)
         return 2
-    series = [Series(legend, *STYLES.get(arm, (arm, "black", ""))[1:], curve) for arm, (_, curve, legend) in best.items()]
-    with open(a.out, "w") as f:
-        f.write(line_chart(series, title=a.title, x_label="training tokens", y_label="validation loss (nats)",
-                           y_from_zero=False, x_text=lambda t: f"{t / 1e6:g}M" if t else "0", y_text=lambda v: f"{v:.1f}"))
-    for arm, (_, curve, legend) in best.items():
-        print(f"{legend}: " + "  ".join(f"{t:,}: {v:.3f}" for t, v in curve))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=100)
+    for arm in wanted:
+        _, lr, curve = best[arm]
+        tokens = [t / 1e6 for t, *_ in curve]
+        line, = ax.plot(tokens, [m for _, m, _, _ in curve], label=f"{LABELS.get(arm, arm)} (lr {lr:g})",
+                        linestyle="--" if arm.startswith("gpt") else "-")
+        ax.fill_between(tokens, [lo for *_, lo, _ in curve], [hi for *_, hi in curve], color=line.get_color(), alpha=0.15)
+        print(f"{arm} lr {lr:g}: " + "  ".join(f"{t:,}: {m:.4f}" for t, m, _, _ in curve))
+    ax.set_xlabel("training tokens (millions)")
+    ax.set_ylabel("validation loss (nats)")
+    ax.set_title(a.title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(a.out, metadata={"Date": None} if a.out.endswith(".svg") else None)
     print(f"wrote {a.out}")
     return 0
 

@@ -107,9 +107,16 @@ def run_record(arm, lr, seed, params, run_dir) -> dict:
             "tokens_per_sec": statistics.median(timed) if timed else None, "run_dir": os.path.basename(run_dir)}
 
 
-def summarize(runs: list, arms: list, lrs: list) -> list:
+def paired(row: dict, reference: dict) -> tuple:
+    """(mean, 95% half-width, pairs) of row's final losses minus reference's, seed by seed."""
+    pairs = dict(zip(reference["seeds"], reference["final_val_losses"]))
+    diffs = [loss - pairs[seed] for seed, loss in zip(row["seeds"], row["final_val_losses"]) if seed in pairs]
+    return (*interval(diffs), len(diffs)) if diffs else (math.nan, math.nan, 0)
+
+
+def summarize(runs: list, arms: list, lrs: list, match: str = "") -> list:
     """Per arm: each rate's mean final loss, the best rate (and whether it is on the grid's edge), the seeds at that
-    rate, and the paired difference to GPT per seed."""
+    rate, and the paired differences per seed to GPT and to the match arm (for ablations)."""
     rows = []
     for arm in arms:
         by_lr = {lr: [r for r in runs if r["arm"] == arm and r["lr"] == lr] for lr in lrs}
@@ -130,30 +137,32 @@ def summarize(runs: list, arms: list, lrs: list) -> list:
                      "tokens": chosen[0]["tokens"], "flops": chosen[0]["flops"],
                      "tokens_per_sec": statistics.mean(r["tokens_per_sec"] for r in chosen if r["tokens_per_sec"])})
     gpt = next((r for r in rows if r["arm"] == "gpt"), None)
+    reference = next((r for r in rows if r["arm"] == match), None)
     for r in rows:
-        if gpt is None:
-            continue
-        r["ppl_ratio_vs_gpt"] = r["val_ppl_mean"] / gpt["val_ppl_mean"]
-        pairs = dict(zip(gpt["seeds"], gpt["final_val_losses"]))
-        diffs = [loss - pairs[seed] for seed, loss in zip(r["seeds"], r["final_val_losses"]) if seed in pairs]
-        if diffs and r["arm"] != "gpt":
-            mean, half = interval(diffs)
-            r.update(paired_diff_vs_gpt=mean, paired_diff_ci95=half, paired_seeds=len(diffs))
+        if gpt is not None:
+            r["ppl_ratio_vs_gpt"] = r["val_ppl_mean"] / gpt["val_ppl_mean"]
+            if r is not gpt:
+                r["paired_diff_vs_gpt"], r["paired_diff_ci95"], r["paired_seeds"] = paired(r, gpt)
+        if reference is not None and r is not reference:
+            r["paired_diff_vs_match"], r["paired_diff_vs_match_ci95"], _ = paired(r, reference)
     return rows
 
 
 def print_table(rows: list) -> None:
     print(f"\n{'arm':<22} {'params':>8} {'best lr':>8} {'val loss':>17} {'ppl':>7} {'bpb':>6} {'ppl/GPT':>8} "
-          f"{'Δ vs GPT (95%)':>18} {'TFLOP':>6} {'tok/s':>8}")
+          f"{'Δ vs GPT (95%)':>18} {'Δ vs match':>18} {'TFLOP':>6} {'tok/s':>8}")
     for r in rows:
         edge = "*" if r["best_lr_on_edge"] else " "
         bpb = f"{r['val_bpb_mean']:.3f}" if r["val_bpb_mean"] is not None else "-"
         ratio = f"{r['ppl_ratio_vs_gpt']:.3f}x" if "ppl_ratio_vs_gpt" in r else "-"
         diff = f"{r['paired_diff_vs_gpt']:+.4f} ± {r['paired_diff_ci95']:.4f}" if "paired_diff_vs_gpt" in r else "-"
+        vs_match = f"{r['paired_diff_vs_match']:+.4f} ± {r['paired_diff_vs_match_ci95']:.4f}" \
+            if "paired_diff_vs_match" in r else "-"
         print(f"{r['arm']:<22} {r['params'] / 1e6:>7.2f}M {r['best_lr']:>7g}{edge} {r['final_val_loss_mean']:>9.4f} ± "
-              f"{r['final_val_loss_std']:.4f} {r['val_ppl_mean']:>7.1f} {bpb:>6} {ratio:>8} {diff:>18} "
+              f"{r['final_val_loss_std']:.4f} {r['val_ppl_mean']:>7.1f} {bpb:>6} {ratio:>8} {diff:>18} {vs_match:>18} "
               f"{r['flops'] / 1e12:>6.1f} {r['tokens_per_sec']:>8,.0f}")
-    print("(* best rate on the edge of the grid; Δ: final validation loss minus GPT's, paired by seed, nats)")
+    print("(* best rate on the edge of the grid; Δ: final validation loss minus GPT's or the --match arm's, paired by "
+          "seed, nats, with a 95% t interval)")
 
 
 def main() -> int:
@@ -208,7 +217,7 @@ def main() -> int:
     def save():
         write_result(a.out, {"arms": arms, "lrs": lrs, "seeds": a.seeds, "steps": a.steps, "overrides": a.overrides,
                              "data": a.data, "parallel": a.parallel, "widths": widths,
-                             "summary": summarize(runs, arms, lrs), "runs": runs}, quiet=True)
+                             "summary": summarize(runs, arms, lrs, a.match), "runs": runs}, quiet=True)
 
     failed = []
 
@@ -239,7 +248,7 @@ def main() -> int:
             future.result()
     runs.sort(key=lambda r: (arms.index(r["arm"]), r["lr"], r["seed"]))
     save()
-    print_table(summarize(runs, arms, lrs))
+    print_table(summarize(runs, arms, lrs, a.match))
     print(f"\nwrote {a.out}")
     if failed:
         print(f"error: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)

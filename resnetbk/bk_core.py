@@ -5,7 +5,7 @@ H has diagonal ``a`` (real, length N) and off-diagonal couplings ``b`` (real, le
 * causal (language models): g_i = [(H[0..i, 0..i] - z)^-1]_{ii}, which depends on positions 0..i only:
       g_0 = 1 / (a_0 - z),   g_i = 1 / (a_i - z - b_{i-1}^2 g_{i-1}).
   By induction Im g_i > 0 and |g_i| <= 1 / Im z, so the recursion can neither overflow nor divide by
-  zero; no clamps are needed (see ../shared/design/bk-core.md).
+  zero; no clamps are needed (docs/design.md).
 * bidirectional (encoders only): G_ii = 1 / (a_i - z - b_{i-1}^2 gL_{i-1} - b_i^2 gR_{i+1}) with gL the
   causal recursion from the left and gR the same recursion from the right.
 

@@ -8,7 +8,7 @@ Same H as resnetbk.bk_core (diagonal a, couplings b, Im z > 0), and sources s (.
       y_0 = g_0 s_0,   y_i = g_i (s_i - b_{i-1} y_{i-1}),
   a first-order linear recurrence with coefficient c_i = -b_{i-1} g_i and input g_i s_i. Closed form
   y_i = sum_{j<=i} G_ij s_j with G_ij = [M_i^-1]_ij, G_ii = g_i. M_i is normal with ||M_i^-1|| <= 1 / Im z, so
-  |y_i| <= ||s_0..i||_2 / Im z per channel whatever the inputs (../shared/design/bk-response.md).
+  |y_i| <= ||s_0..i||_2 / Im z per channel whatever the inputs (docs/design.md).
 * bidirectional (encoders only): the full solve x = (H - z)^-1 s, by back substitution after the elimination:
       x_{N-1} = y_{N-1},   x_i = y_i - g_i b_i x_{i+1}.
 

@@ -32,13 +32,14 @@ class ModelConfig:
     # moe for resnetbk and mlp for gpt. GPT with moe separates the mixer's effect from MoE sparsity.
     feed_forward: Optional[str] = None
     dropout: float = 0.0
-    # BK mixer. The faithful preset of the original paper is n_heads=1, bk_learned_z=false, bk_selective=false.
+    # BK mixer. The faithful preset of the original paper is n_heads=1, bk_learned_z=false, bk_selective=false,
+    # bk_values=0.
     bk_learned_z: bool = True  # z = x + i (softplus(y) + bk_im_z_min) per head, else z = i
     bk_im_z_min: float = 1e-3  # float32 accuracy degrades as Im z -> 0 (design note)
     bk_selective: bool = False  # input-dependent couplings b_i = softplus(w . x_{i+1}) >= 0, else b_i = 1
     # Value channels per head moved through the resolvent (its response to s = Linear(d, heads x bk_values) of
     # the input, resnetbk/bk_response.py); 0: the diagonal g alone, as in the original paper.
-    bk_values: int = 0
+    bk_values: int = 16
     bk_value_gate: bool = False  # the response features times silu(Linear(d, 2 x heads x bk_values)(x))
     # Sparse MoE feed-forward (with feed_forward = moe, resnetbk's default).
     moe_experts: int = 4

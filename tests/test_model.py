@@ -314,7 +314,8 @@ def test_counting_sort_by_expert_equals_stable_argsort(pairs):
     assert torch.equal(counts, torch.bincount(slots, minlength=6))
 
 
-def test_bk_mixer_adds_h0_to_a_bf16_potential_in_float32(monkeypatch):
+@pytest.mark.parametrize("values", [0, 4])
+def test_bk_mixer_adds_h0_to_a_bf16_potential_in_float32(monkeypatch, values):
     """In a bf16 model the diagonal a = H0 + v reaching the resolvent is exact in float32: a bf16 sum near -2
     would round v to multiples of 2^-6 (errors up to 0.008)."""
     import resnetbk.model as model_module
@@ -325,9 +326,13 @@ def test_bk_mixer_adds_h0_to_a_bf16_potential_in_float32(monkeypatch):
         seen["a"] = a
         return torch.zeros(a.shape, dtype=torch.complex64)
 
+    def capture_with_response(a, b, z, s, out_dtype):
+        return capture(a, b, z), torch.zeros(*s.shape, 2, dtype=out_dtype)
+
     monkeypatch.setattr(model_module, "resolvent_diagonal", capture)
+    monkeypatch.setattr(model_module, "diagonal_and_response", capture_with_response)
     torch.manual_seed(0)
-    mixer = model_module.BKMixer(ModelConfig(d_model=32, n_heads=4)).bfloat16()
+    mixer = model_module.BKMixer(ModelConfig(d_model=32, n_heads=4, bk_values=values)).bfloat16()
     x = torch.randn(2, 16, 32, dtype=torch.bfloat16)
     mixer(x)
     v = mixer.potential(x).double().transpose(1, 2)
