@@ -36,7 +36,7 @@ from tqdm import tqdm
 from . import prose
 from .corpus import build, hash_fraction, make_jobs, marker_path
 from .debian_packages import Package, Unpacked, apt_download, fetch
-from .readers import Skips
+from .readers import InputError, Skips
 from .shards import write_json_atomic
 from .tokenizer import file_sha256, train_sentencepiece
 
@@ -224,7 +224,10 @@ def _tokenizer(json_files: List[str], out: str, vocab_size: int, val_fraction: f
 
     print(f"data_prep: training a {vocab_size}-piece SentencePiece tokenizer on {share:.0%} of the "
           f"{train_chars:,} characters of the training documents")
-    train_sentencepiece(sample(), vocab_size, model, keep_whitespace=True)
+    try:
+        train_sentencepiece(sample(), vocab_size, model, keep_whitespace=True)
+    except RuntimeError as e:  # SentencePiece reports e.g. a vocabulary too large for the text
+        raise InputError(f"{model}: SentencePiece training failed: {str(e).strip().splitlines()[-1]}") from None
     write_json_atomic(info_path, {**ident, "model_sha256": file_sha256(model)})
     return model
 

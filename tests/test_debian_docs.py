@@ -13,6 +13,7 @@ from conftest import assert_one_line_error, run_cli
 from data_prep import debian_docs, kjv, prose
 from data_prep.debian_packages import Package, fetch, license_of
 from data_prep.prose.man_pages import ManError
+from data_prep.readers import InputError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "docs")
 CHAPTERS = [text for _, text in kjv.iter_chapters("train")][:40]  # real prose to fill the fake packages
@@ -229,6 +230,13 @@ def test_cache_keeps_packages_and_licenses_are_read(tmp_path, built_debs):
     doc.mkdir(parents=True)
     os.symlink("other-package", doc / "linked")
     assert license_of(str(tmp_path / "linked"), "linked") == "as other-package (usr/share/doc/linked links there)"
+
+
+def test_too_large_a_vocabulary_stops_with_one_line(tmp_path, built_debs):
+    packages, download, _ = built_debs
+    with pytest.raises(InputError, match="tokenizer.model: SentencePiece training failed"):
+        debian_docs.build_corpus(str(tmp_path / "out"), str(tmp_path / "cache"), packages, vocab_size=60000,
+                                 progress=False, download=download)
 
 
 def test_unavailable_package_stops_with_one_line(tmp_path):
