@@ -7,7 +7,7 @@ DATA ?= data/kjv
 VOCAB ?= 32000
 WORKERS ?= $(shell nproc)
 
-.PHONY: install cpu-ops demo data-kjv data-c4 data-pile test tensorboard clean tiny small base 1b 3b 7b
+.PHONY: install cpu-ops demo data-kjv data-docs data-c4 data-pile test tensorboard clean tiny small base 1b 3b 7b
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ $(VENV)/.cpu-ops: $(VENV)/.installed
 
 data-kjv: install
 	$(PY) -m data_prep kjv --out $(DATA)
+
+# Real text offline: English documentation from 31 pinned Debian packages (apt-get download into data/debian-cache,
+# never installed), 75 MB of text, 21.3M training tokens in data/docs (README.md, Data).
+data-docs: install
+	$(PY) -m data_prep debian-docs --out data/docs --cache data/debian-cache --workers $(WORKERS)
 
 # C4 / The Pile: a tokenizer trained on a sample, then shards. Quote the globs:
 #   make data-c4 C4='/data/c4/en/c4-train.*.json.gz'     make data-pile PILE='/data/pile/train/*.jsonl.zst'

@@ -127,7 +127,7 @@ def process(job: Job, tokenizer_sha256: str) -> dict:
         for split, writer in writers.items():
             chosen = [i for i, b in enumerate(batch) if b[2] == split]
             if chosen:
-                writer.add_many([ids[i] for i in chosen])
+                writer.add_many([ids[i] for i in chosen], sum(batch[i][3] for i in chosen))
                 docs[split] += len(chosen)
         subsets.update(b[1] for b in batch if b[1] is not None)
         text_bytes += sum(b[3] for b in batch)
@@ -146,7 +146,10 @@ def _reusable(job: Job, tokenizer_sha256: str) -> Optional[dict]:
     with open(path) as f:
         done = json.load(f)
     ident = {**_input_identity(job), "tokenizer_sha256": tokenizer_sha256}
-    return done if all(done.get(k) == v for k, v in ident.items()) else None
+    if not all(done.get(k) == v for k, v in ident.items()):
+        return None
+    # Written before shards recorded their text bytes: redone, so that every split has bits per byte.
+    return done if all("text_bytes" in s for shards in done["shards"].values() for s in shards) else None
 
 
 def build(jobs: List[Job], workers: int = 1, progress: bool = True) -> dict:
@@ -194,7 +197,8 @@ def _write_manifests(out: str, results: List[dict], vocab_size: int, eos_id: int
     for split in ("train", "val"):
         shards = [s for r in results for s in r["shards"][split]]
         m = write_manifest(os.path.join(out, split), shards, vocab_size, eos_id, tok_sha)
-        splits[split] = {"documents": m["documents"], "tokens": m["tokens"], "shards": len(shards)}
+        splits[split] = {"documents": m["documents"], "tokens": m["tokens"], "text_bytes": m.get("text_bytes"),
+                         "shards": len(shards)}
     summary = {
         "format": CORPUS_FORMAT, "tokenizer_sha256": tok_sha, "vocab_size": vocab_size,
         "inputs": [r["input"] for r in results], "text_bytes": sum(r["text_bytes"] for r in results),

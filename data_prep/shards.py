@@ -1,7 +1,8 @@
 """Indexed token shards: the on-disk format that resnetbk.data.IndexedShards reads.
 
 SPLIT/manifest.json  format, dtype, vocab_size, eos_id, tokenizer checksum, totals, and per shard its
-                     files, counts and sha256.
+                     files, counts and sha256. text_bytes (per shard and in total) is the UTF-8 size of the
+                     documents' text, which bits per byte divide by; shards written without it have none.
 SPLIT/NAME.bin       token stream, documents separated by EOS (uint16 when the vocabulary fits, else uint32).
 SPLIT/NAME.idx       int64 offsets, one per document plus the end: document i is bin[idx[i] : idx[i+1] - 1]
                      and bin[idx[i+1] - 1] is its EOS.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -44,15 +45,18 @@ class ShardWriter:
         self.shards: List[dict] = []
         self._buf: List[np.ndarray] = []
         self._offsets = [0]
+        self._text_bytes = 0
         os.makedirs(out_dir, exist_ok=True)
 
-    def add(self, tokens: Sequence[int]) -> None:
-        self.add_many([tokens])
+    def add(self, tokens: Sequence[int], text_bytes: Optional[int] = None) -> None:
+        self.add_many([tokens], text_bytes)
 
-    def add_many(self, docs: Sequence[Sequence[int]]) -> None:
-        """Appends documents (token id lists), each followed by EOS, converting the batch in one pass."""
+    def add_many(self, docs: Sequence[Sequence[int]], text_bytes: Optional[int] = None) -> None:
+        """Appends documents (token id lists), each followed by EOS, converting the batch in one pass.
+        text_bytes is the UTF-8 size of their text; a shard given documents without it records none."""
         if not docs:
             return
+        self._text_bytes = None if text_bytes is None or self._text_bytes is None else self._text_bytes + text_bytes
         lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
         flat = np.empty(int(lengths.sum()), dtype=self.dtype)
         ends = np.cumsum(lengths)
@@ -73,9 +77,13 @@ class ShardWriter:
             path = os.path.join(self.out_dir, name + ext)
             array.tofile(path + ".tmp")
             os.replace(path + ".tmp", path)
-        self.shards.append({"bin": name + ".bin", "idx": name + ".idx", "documents": len(self._offsets) - 1,
-                            "tokens": self._offsets[-1], "sha256": file_sha256(os.path.join(self.out_dir, name + ".bin"))})
-        self._buf, self._offsets = [], [0]
+        shard = {"bin": name + ".bin", "idx": name + ".idx", "documents": len(self._offsets) - 1,
+                 "tokens": self._offsets[-1]}
+        if self._text_bytes is not None:
+            shard["text_bytes"] = self._text_bytes
+        shard["sha256"] = file_sha256(os.path.join(self.out_dir, name + ".bin"))
+        self.shards.append(shard)
+        self._buf, self._offsets, self._text_bytes = [], [0], 0
 
     def close(self) -> List[dict]:
         self._flush()
@@ -88,8 +96,10 @@ def write_manifest(out_dir: str, shards: List[dict], vocab_size: int, eos_id: in
         "format": FORMAT, "dtype": token_dtype(vocab_size).name, "vocab_size": vocab_size, "eos_id": eos_id,
         "tokenizer_sha256": tokenizer_sha256,
         "documents": sum(s["documents"] for s in shards), "tokens": sum(s["tokens"] for s in shards),
-        "shards": shards, **(extra or {}),
     }
+    if all("text_bytes" in s for s in shards):
+        manifest["text_bytes"] = sum(s["text_bytes"] for s in shards)
+    manifest.update(shards=shards, **(extra or {}))
     os.makedirs(out_dir, exist_ok=True)
     write_json_atomic(os.path.join(out_dir, "manifest.json"), manifest)
     return manifest

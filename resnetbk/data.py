@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -78,6 +78,15 @@ class IndexedShards:
     def num_tokens(self) -> int:
         return sum(len(s) for s in self.streams)
 
+    @property
+    def text_bytes_per_token(self) -> Optional[List[float]]:
+        """Per shard, UTF-8 bytes of document text per token (EOS included); None for shards written before
+        data_prep recorded text bytes."""
+        shards = self.manifest["shards"]
+        if not shards or not all("text_bytes" in s for s in shards):
+            return None
+        return [s["text_bytes"] / s["tokens"] if s["tokens"] else 0.0 for s in shards]
+
     def document_lengths(self) -> np.ndarray:
         """Tokens per document, EOS excluded, in document order."""
         return np.concatenate([np.diff(np.asarray(o)) - 1 for o in self.offsets])
@@ -146,6 +155,16 @@ class PackedSequences(Windows):
         s = int(np.searchsorted(self._first, k, side="right")) - 1
         lo = (k - self._first[s]) * self.seq_len
         return np.asarray(self.shards.streams[s][lo:lo + self.seq_len + 1], dtype=np.int64)
+
+    def target_bytes(self, n_windows: int) -> Optional[float]:
+        """UTF-8 bytes of text behind the target tokens of windows 0..n_windows-1: each shard's targets times
+        that shard's bytes per token (so a partial evaluation, which covers the first shards, is weighed by
+        their own ratio). None when the shards carry no byte counts."""
+        ratios = self.shards.text_bytes_per_token
+        if ratios is None:
+            return None
+        windows = np.clip(n_windows - self._first[:-1], 0, np.diff(self._first))
+        return float(np.dot(windows * self.seq_len, ratios))
 
 
     def window_difficulty(self, metric: str) -> np.ndarray:

@@ -1,6 +1,7 @@
-"""Validation loss over a packed shard directory, and the unigram baseline it must beat.
+"""Validation loss over a packed shard directory, its bits per byte, and the unigram baseline it must beat.
 
-Also a command: python -m resnetbk.evaluate EXPORT_DIR --data SHARD_DIR (perplexity of an exported model).
+Also a command: python -m resnetbk.evaluate EXPORT_DIR --data SHARD_DIR (perplexity and bits per byte of an
+exported model).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+from typing import Optional
 
 import numpy as np
 import torch
@@ -60,6 +62,22 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 700.0))
 
 
+def bits_per_byte(loss: float, dataset: PackedSequences, n_samples: int) -> Optional[float]:
+    """Bits per UTF-8 byte of the validation text, comparable across tokenizers and corpora:
+
+        bpb = loss x T / (ln 2 x B)
+
+    loss: the mean next-token cross-entropy in nats over the T = n_samples x seq_len target tokens that
+    evaluate() scored (the first n_samples windows, eval_sample_count); B: the UTF-8 bytes of text behind
+    those targets, each shard's bytes per token times its evaluated targets (PackedSequences.target_bytes).
+    EOS targets count in T and have no bytes of their own: ending a document is charged to its text.
+    None when the shards carry no byte counts (written before data_prep recorded them)."""
+    n_bytes = dataset.target_bytes(n_samples)
+    if not n_bytes:
+        return None
+    return loss * n_samples * dataset.seq_len / (math.log(2) * n_bytes)
+
+
 def main(argv=None) -> int:
     from data_prep.tokenizer import file_sha256
 
@@ -88,8 +106,13 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    n = eval_sample_count(data, args.batch_size, 1, args.max_batches) * seq_len
-    print(json.dumps({"export": args.export_dir, "data": args.data, "tokens": n, "loss": loss, "ppl": perplexity(loss)}))
+    n_samples = eval_sample_count(data, args.batch_size, 1, args.max_batches)
+    result = {"export": args.export_dir, "data": args.data, "tokens": n_samples * seq_len, "loss": loss,
+              "ppl": perplexity(loss)}
+    bpb = bits_per_byte(loss, data, n_samples)
+    if bpb is not None:
+        result["bpb"] = bpb
+    print(json.dumps(result))
     return 0
 
 

@@ -265,7 +265,7 @@ class Trainer:
 
     def run(self) -> int:
         from . import checkpoint
-        from .evaluate import eval_sample_count, evaluate, perplexity, unigram_loss
+        from .evaluate import bits_per_byte, eval_sample_count, evaluate, perplexity, unigram_loss
         from .flops import training_flops_per_token
 
         cfg, t, torch = self.cfg, self.cfg.train, self.torch
@@ -376,6 +376,10 @@ class Trainer:
                 if step % t.eval_interval == 0 or last:
                     val_loss = evaluate(self.engine, self.val_data, t.micro_batch, self.device, t.eval_max_batches)
                     record.update(val_loss=val_loss, val_ppl=perplexity(val_loss))
+                    n_eval = eval_sample_count(self.val_data, t.micro_batch, self.world, t.eval_max_batches)
+                    val_bpb = bits_per_byte(val_loss, self.val_data, n_eval)
+                    if val_bpb is not None:  # None: validation shards without byte counts
+                        record["val_bpb"] = val_bpb
                 self._log(record, start_step, t.max_steps)
                 last_time = time.time()  # tokens/s counts training time: evaluation and logging are left out
 
@@ -391,7 +395,8 @@ class Trainer:
         if self.is_main:
             n_eval = eval_sample_count(self.val_data, t.micro_batch, self.world, t.eval_max_batches)
             uni = unigram_loss(self.train_docs, self.val_data, n_eval)
-            self._report(val_loss, uni, n_eval * t.seq_len, text, ckpt, state)
+            bpb = {name: bits_per_byte(loss, self.val_data, n_eval) for name, loss in (("val", val_loss), ("unigram", uni))}
+            self._report(val_loss, uni, bpb, n_eval * t.seq_len, text, ckpt, state)
         return 0
 
     def _optimizer_step(self, sampler, step: int, state: dict):
@@ -547,7 +552,8 @@ class Trainer:
                    "perf/tokens_per_sec_per_gpu": r["tokens_per_sec"] / self.world}
         for key, name in (("loss", "train/loss"), ("lm_loss", "train/lm_loss"), ("grad_norm", "train/grad_norm"),
                           ("skipped_steps", "train/skipped_steps"), ("loss_scale", "train/loss_scale"), ("moe_balance_loss", "moe/load_balance_loss"),
-                          ("val_loss", "val/loss"), ("val_ppl", "val/ppl"), ("tflops_per_gpu", "perf/tflops_per_gpu"),
+                          ("val_loss", "val/loss"), ("val_ppl", "val/ppl"), ("val_bpb", "val/bpb"),
+                          ("tflops_per_gpu", "perf/tflops_per_gpu"),
                           ("mfu", "perf/mfu"), ("max_allocated_gib", "mem/max_allocated_gib"),
                           ("max_reserved_gib", "mem/max_reserved_gib"),
                           ("host_rss_gib", "mem/host_rss_gib")):
@@ -567,7 +573,8 @@ class Trainer:
         if "max_allocated_gib" in r:
             line += f" | GPU mem {r['max_allocated_gib']:.1f} GiB (reserved {r['max_reserved_gib']:.1f})"
         if "val_loss" in r:
-            line += f" | val {r['val_loss']:.4f} (ppl {r['val_ppl']:.1f})"
+            line += f" | val {r['val_loss']:.4f} (ppl {r['val_ppl']:.1f}" + (
+                f", {r['val_bpb']:.3f} bpb)" if "val_bpb" in r else ")")
         self.print(line)
 
     def _sample(self) -> str:
@@ -586,22 +593,29 @@ class Trainer:
                      s.top_p)
         return sp.decode(out[0].tolist())
 
-    def _report(self, val_loss, uni_loss, n_tokens, text, ckpt, state) -> None:
+    def _report(self, val_loss, uni_loss, bpb, n_tokens, text, ckpt, state) -> None:
+        """bpb: {"val": bits per byte, "unigram": the baseline's}, each None without byte counts."""
         import json
 
         from .evaluate import perplexity
 
-        summary = {"step": state["step"], "tokens": state["tokens"], "val_loss": val_loss, "val_ppl": perplexity(val_loss),
-                   "unigram_val_loss": uni_loss, "unigram_val_ppl": perplexity(uni_loss), "val_tokens": n_tokens,
-                   "checkpoint": ckpt, "sample": text}
+        summary = {"step": state["step"], "tokens": state["tokens"], "val_loss": val_loss, "val_ppl": perplexity(val_loss)}
+        if bpb["val"] is not None:
+            summary["val_bpb"] = bpb["val"]
+        summary.update(unigram_val_loss=uni_loss, unigram_val_ppl=perplexity(uni_loss))
+        if bpb["unigram"] is not None:
+            summary["unigram_val_bpb"] = bpb["unigram"]
+        summary.update(val_tokens=n_tokens, checkpoint=ckpt, sample=text)
         with open(os.path.join(self.cfg.run_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         run = self.cfg.run_dir
         tb = os.path.join(run, "tensorboard") if self.cfg.tb_enabled else "(disabled)"
         print("\n".join([
             "",
-            f"validation ({n_tokens:,} held-out tokens): loss {val_loss:.4f}, perplexity {perplexity(val_loss):.1f}",
-            f"unigram baseline on the same tokens:  loss {uni_loss:.4f}, perplexity {perplexity(uni_loss):.1f}",
+            f"validation ({n_tokens:,} held-out tokens): loss {val_loss:.4f}, perplexity {perplexity(val_loss):.1f}"
+            + (f", {bpb['val']:.3f} bits per byte" if bpb["val"] is not None else ""),
+            f"unigram baseline on the same tokens:  loss {uni_loss:.4f}, perplexity {perplexity(uni_loss):.1f}"
+            + (f", {bpb['unigram']:.3f} bits per byte" if bpb["unigram"] is not None else ""),
             f"sample: {text}",
             "",
             f"run directory   {run}",

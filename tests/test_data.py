@@ -1,6 +1,7 @@
-"""Shards, packing, the resumable sampler, evaluation order, and the KJV split."""
+"""Shards, packing, the resumable sampler, evaluation order, bits per byte, and the KJV split."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from data_prep import kjv
 from data_prep.shards import ShardWriter, write_manifest
 from resnetbk.data import DataError, IndexedShards, MixedSequences, PackedSequences, ResumableSampler, eval_batches
+from resnetbk.evaluate import bits_per_byte
 
 
 def write_docs(tmp_path, docs, shard_tokens=1 << 20, vocab=1000, name="shards"):
@@ -101,6 +103,28 @@ def test_kjv_validation_books_are_held_out(kjv_data):
     val = json.load(open(kjv_data / "val" / "manifest.json"))
     assert train["tokenizer_sha256"] == val["tokenizer_sha256"]
     assert IndexedShards(str(kjv_data / "val")).num_tokens > 20_000
+    for split, manifest in (("train", train), ("val", val)):  # the bytes of the chapters in each split
+        assert manifest["text_bytes"] == sum(len(text.encode("utf-8")) for _, text in kjv.iter_chapters(split))
+
+
+def test_bits_per_byte_weighs_each_shard_by_its_own_bytes(tmp_path):
+    """bpb = loss x targets / (ln 2 x bytes), the bytes of the evaluated targets taken at each shard's own bytes per
+    token, so an evaluation of the first windows only is not weighed by the other shards' ratio."""
+    out = str(tmp_path / "split")
+    shards = []
+    for name, text_bytes in (("00000", 300), ("00001", 100)):  # 100 tokens each (99 + EOS): 3 and 1 bytes a token
+        writer = ShardWriter(out, name, 1000, eos_id=2)
+        writer.add(list(range(3, 102)), text_bytes=text_bytes)
+        shards += writer.close()
+    write_manifest(out, shards, 1000, 2, "0" * 64)
+    assert json.load(open(os.path.join(out, "manifest.json")))["text_bytes"] == 400
+    data = PackedSequences(IndexedShards(out), seq_len=9)  # 11 windows (99 targets) per shard
+    assert len(data) == 22
+    assert bits_per_byte(2.0, data, 22) == pytest.approx(2.0 * 198 / (math.log(2) * (99 * 3 + 99 * 1)))
+    assert bits_per_byte(2.0, data, 5) == pytest.approx(2.0 / (math.log(2) * 3))  # shard 0 only
+    assert bits_per_byte(2.0, data, 16) == pytest.approx(2.0 * 144 / (math.log(2) * (99 * 3 + 45 * 1)))
+    old = PackedSequences(IndexedShards(write_docs(tmp_path, [list(range(3, 50))])), seq_len=9)
+    assert bits_per_byte(2.0, old, 3) is None  # shards without byte counts: no bpb
 
 
 def test_mixture_shares_follow_the_weights(tmp_path):

@@ -129,6 +129,33 @@ def test_workers_rerun_and_resume_give_identical_output(tmp_path, kjv_data, c4_f
     assert (one / "manifest.json").read_text() == manifest
 
 
+def test_split_manifests_count_the_bytes_of_their_own_documents(tmp_path, kjv_data, c4_files):
+    """text_bytes per shard, per split and in the corpus summary: the UTF-8 size of exactly the documents that
+    went into each split (what bits per byte divide by). A marker from before byte counts is redone."""
+    out = tmp_path / "out"
+    args = ["shards", "--format", "c4", "--input", str(c4_files[0].parent / "c4-train.*.json.gz"), "--tokenizer",
+            str(kjv_data / "tokenizer.model"), "--out", str(out), "--val-fraction", "0.2"]
+    assert data_prep(*args).returncode == 0
+    expected = {split: sum(len(t.encode("utf-8")) for t in DOCS if (hash_fraction(t) < 0.2) == (split == "val"))
+                for split in ("train", "val")}
+    summary = json.load(open(out / "manifest.json"))
+    for split in ("train", "val"):
+        m = json.load(open(out / split / "manifest.json"))
+        assert m["text_bytes"] == expected[split] == summary["splits"][split]["text_bytes"] > 0
+        assert sum(s["text_bytes"] for s in m["shards"]) == m["text_bytes"] and len(m["shards"]) == 3
+    assert summary["text_bytes"] == sum(expected.values())
+
+    marker = out / ".done" / "00001.json"
+    old = json.load(open(marker))
+    for shards in old["shards"].values():
+        for shard in shards:
+            del shard["text_bytes"]
+    marker.write_text(json.dumps(old))
+    again = data_prep(*args)
+    assert "2 of 3 inputs already done" in again.stderr
+    assert json.load(open(out / "manifest.json")) == summary
+
+
 def test_pile_subsets_across_frames(tmp_path, kjv_data):
     path = tmp_path / "00.jsonl.zst"
     write_pile(path, [[{"text": t, "meta": {"pile_set_name": "Pile-CC"}} for t in DOCS[:30]],

@@ -32,6 +32,7 @@ def test_zero3_export_evaluates_and_generates_without_deepspeed(kjv_data, strate
     assert result["tokens"] == summary["val_tokens"]
     # The training run evaluated the same windows on 2 ranks: the sums differ only in order.
     assert result["loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
+    assert result["bpb"] == pytest.approx(summary["val_bpb"], rel=1e-6)
 
     gen = [sys.executable, "-m", "resnetbk.generate", str(tmp_path / "export"), "--prompt", "In the beginning",
            "--max-new-tokens", "12", "--seed", "3", "--top-p", "0.9"]

@@ -2,6 +2,7 @@
 
 import glob
 import json
+import math
 import sys
 
 import pytest
@@ -29,6 +30,16 @@ def test_two_rank_zero2_run_learns_logs_and_checkpoints(kjv_data, tmp_path):
 
     summary = json.load(open(run_dir / "summary.json"))
     assert summary["val_loss"] < summary["unigram_val_loss"]
+    # Bits per byte: the same windows' loss over the bytes behind their targets, shard by shard (the KJV's val
+    # split has one shard per held-out book).
+    n_windows, val_bytes = summary["val_tokens"] // 64, 0.0
+    for shard in json.load(open(kjv_data / "val" / "manifest.json"))["shards"]:
+        windows = min(n_windows, (shard["tokens"] - 1) // 64)
+        n_windows -= windows
+        val_bytes += windows * 64 * shard["text_bytes"] / shard["tokens"]
+    for r in (records[3], records[7]):
+        assert r["val_bpb"] == pytest.approx(r["val_loss"] * summary["val_tokens"] / (math.log(2) * val_bytes))
+    assert summary["val_bpb"] == records[7]["val_bpb"] and summary["unigram_val_bpb"] > summary["val_bpb"]
 
     ckpt = run_dir / "checkpoints"
     assert (ckpt / "latest").read_text().strip() == "step00000040"
@@ -40,7 +51,7 @@ def test_two_rank_zero2_run_learns_logs_and_checkpoints(kjv_data, tmp_path):
     acc = EventAccumulator(events[0])
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss")] == list(range(5, 45, 5))
-    assert len(acc.Scalars("val/loss")) == 2
+    assert len(acc.Scalars("val/loss")) == 2 and len(acc.Scalars("val/bpb")) == 2
     tags = set(acc.Tags()["scalars"])
     for name in ("train/grad_norm", "train/skipped_steps", "perf/tflops_per_gpu", "mem/host_rss_gib",
                  "moe/load_balance_loss", "moe/expert_load/0", "bk/abs_g_mean", "bk/im_z_min"):
