@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plotting import pyplot, save  # noqa: E402
 
 LABELS = {"bk-response": "ResNet-BK (response)", "bk-diagonal": "ResNet-BK (diagonal only)",
           "faithful": "ResNet-BK faithful", "gpt": "GPT", "gpt-moe": "GPT-MoE"}
@@ -40,14 +44,7 @@ def main() -> int:
     p.add_argument("--arms", help="comma-separated arms to draw (default: all)")
     p.add_argument("--out", required=True, help="an image path (.svg, .png, .pdf)")
     a = p.parse_args()
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("error: plot_quality.py needs matplotlib: pip install -e '.[plot]'", file=sys.stderr)
-        return 2
+    plt = pyplot("plot_quality.py")
     best = {}
     for path in a.results:
         try:
@@ -71,14 +68,7 @@ def main() -> int:
                         linestyle="--" if arm.startswith("gpt") else "-")
         ax.fill_between(tokens, [lo for *_, lo, _ in curve], [hi for *_, hi in curve], color=line.get_color(), alpha=0.15)
         print(f"{arm} lr {lr:g}: " + "  ".join(f"{t:,}: {m:.4f}" for t, m, _, _ in curve))
-    ax.set_xlabel("training tokens (millions)")
-    ax.set_ylabel("validation loss (nats)")
-    ax.set_title(a.title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(a.out, metadata={"Date": None} if a.out.endswith(".svg") else None)
-    print(f"wrote {a.out}")
+    save(fig, ax, a.out, a.title, "training tokens (millions)", "validation loss (nats)")
     return 0
 
 

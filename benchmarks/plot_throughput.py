@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plotting import pyplot, save  # noqa: E402
 
 
 def read_points(path: str) -> dict:
@@ -26,14 +30,7 @@ def main() -> int:
     p.add_argument("--title", default="ResNet-BK vs GPT at equal parameters, one GPU (bf16, ZeRO-2)")
     p.add_argument("--out", required=True, help="an image path (.svg, .png, .pdf)")
     a = p.parse_args()
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("error: plot_throughput.py needs matplotlib: pip install -e '.[plot]'", file=sys.stderr)
-        return 2
+    plt = pyplot("plot_throughput.py")
     points = {}
     for path in a.results:
         try:
@@ -52,14 +49,7 @@ def main() -> int:
                 linestyle="--" if arm.startswith("gpt") else "-")
         print(f"{preset:<6} {arm:<18} " + "  ".join(f"{s}: {line[s]:,.0f}" for s in seqs))
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("sequence length (tokens)")
-    ax.set_ylabel("training tokens/s (thousands)")
-    ax.set_title(a.title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(a.out, metadata={"Date": None} if a.out.endswith(".svg") else None)
-    print(f"wrote {a.out}")
+    save(fig, ax, a.out, a.title, "sequence length (tokens)", "training tokens/s (thousands)")
     return 0
 
 

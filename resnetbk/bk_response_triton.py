@@ -181,6 +181,42 @@ def _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, own, step
 
 
 @triton.jit
+def _tile(rb, R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The program's rows and channels: local indices, global rows, masks, and each element's place in a tile."""
+    r_loc = tl.arange(0, BLOCK_R)
+    ch = tl.arange(0, BLOCK_C)
+    rows = rb * BLOCK_R + r_loc
+    rmask = rows < R
+    tmask = rmask[:, None] & (ch < C)[None, :]
+    return r_loc, ch, rows, rmask, tmask, r_loc[:, None] * BLOCK_C + ch[None, :]
+
+
+@triton.jit
+def _tile_ptrs(ptr, rows, ch, inner, s0, s1, s_c):
+    return ptr + _row_offset(rows, inner, s0, s1)[:, None] + ch[None, :] * s_c
+
+
+@triton.jit
+def _carry_in(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, step, stop, order, Pr, Pi, Qr, Qi, r_loc,
+              t_loc, tmask, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, LOOKBACK_TEST: tl.constexpr):
+    """Publishes the chunk's map (P, Q), finds the carry entering it (_look_back), publishes the carry leaving it
+    (flag 2; with LOOKBACK_TEST the flag stays 1 for every other chunk in `order`, or all) and returns the first."""
+    slot = rb * n_chunks + c
+    _publish(agg_q_ptr, Qr, Qi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
+    _publish(agg_p_ptr, Pr, Pi, slot * BLOCK_R + r_loc, r_loc < BLOCK_R)
+    tl.debug_barrier()  # every thread's share of the tile is stored before one thread raises the flag
+    tl.atomic_xchg(flag_ptr + slot, 1)
+    in_r, in_i = _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, step, stop, r_loc, t_loc, tmask,
+                            BLOCK_R, BLOCK_C)
+    er, ei = _cmul(Pr[:, None], Pi[:, None], in_r, in_i)
+    _publish(incl_ptr, er + Qr, ei + Qi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
+    hide = (LOOKBACK_TEST == 2) | ((LOOKBACK_TEST == 1) & (order % 2 == 1))
+    tl.debug_barrier()
+    tl.atomic_xchg(flag_ptr + slot, 2 - hide.to(tl.int32))
+    return in_r, in_i
+
+
+@triton.jit
 def _resp_fwd(g_ptr, b_ptr, s_ptr, y_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, flag_ptr, ticket_ptr,
               R, N, C, n_chunks, n_rb, inner,
               s_g0, s_g1, s_gn, s_b0, s_b1, s_bn, s_s0, s_s1, s_sn, s_sc, s_y0, s_y1, s_yn, s_yc, b_const,
@@ -190,31 +226,16 @@ def _resp_fwd(g_ptr, b_ptr, s_ptr, y_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, flag_p
     t = tl.atomic_add(ticket_ptr, 1)
     c = t // n_rb
     rb = t % n_rb
-    r_loc = tl.arange(0, BLOCK_R)
-    ch = tl.arange(0, BLOCK_C)
-    rows = rb * BLOCK_R + r_loc
-    rmask = rows < R
-    tmask = rmask[:, None] & (ch < C)[None, :]
-    t_loc = r_loc[:, None] * BLOCK_C + ch[None, :]
+    r_loc, ch, rows, rmask, tmask, t_loc = _tile(rb, R, C, BLOCK_R, BLOCK_C)
     g_row = g_ptr + _row_offset(rows, inner, s_g0, s_g1)
     b_row = b_ptr + _row_offset(rows, inner, s_b0, s_b1)
-    s_tile = s_ptr + _row_offset(rows, inner, s_s0, s_s1)[:, None] + ch[None, :] * s_sc
-    y_tile = y_ptr + _row_offset(rows, inner, s_y0, s_y1)[:, None] + ch[None, :] * s_yc
+    s_tile = _tile_ptrs(s_ptr, rows, ch, inner, s_s0, s_s1, s_sc)
+    y_tile = _tile_ptrs(y_ptr, rows, ch, inner, s_y0, s_y1, s_yc)
     start = c * CHUNK
-    slot = rb * n_chunks + c
     Pr, Pi, Qr, Qi = _fwd_map(g_row, b_row, s_tile, rows, rmask, tmask, start, N, s_gn, s_bn, s_sn, b_const,
                               HAS_B, CHUNK, BLOCK_R, BLOCK_C)
-    _publish(agg_q_ptr, Qr, Qi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
-    _publish(agg_p_ptr, Pr, Pi, slot * BLOCK_R + r_loc, r_loc < BLOCK_R)
-    tl.debug_barrier()  # every thread's share of the tile is stored before one thread raises the flag
-    tl.atomic_xchg(flag_ptr + slot, 1)
-    in_r, in_i = _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, -1, -1, r_loc, t_loc, tmask,
-                            BLOCK_R, BLOCK_C)
-    er, ei = _cmul(Pr[:, None], Pi[:, None], in_r, in_i)
-    _publish(incl_ptr, er + Qr, ei + Qi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
-    hide = (LOOKBACK_TEST == 2) | ((LOOKBACK_TEST == 1) & (c % 2 == 1))
-    tl.debug_barrier()
-    tl.atomic_xchg(flag_ptr + slot, 2 - hide.to(tl.int32))  # hidden: the flag stays 1 (aggregate only)
+    in_r, in_i = _carry_in(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, -1, -1, c, Pr, Pi, Qr, Qi, r_loc,
+                           t_loc, tmask, BLOCK_R, BLOCK_C, LOOKBACK_TEST)
     _fwd_outputs(g_row, b_row, s_tile, y_tile, in_r, in_i, rows, rmask, tmask, start, N, s_gn, s_bn, s_sn, s_yn,
                  b_const, HAS_B, CHUNK)
 
@@ -297,35 +318,20 @@ def _resp_bwd(g_ptr, b_ptr, s_ptr, y_ptr, u_ptr, ds_ptr, dg_ptr, db_ptr, agg_p_p
     t = tl.atomic_add(ticket_ptr, 1)
     c = n_chunks - 1 - t // n_rb  # last chunk first: the adjoint runs from the end
     rb = t % n_rb
-    r_loc = tl.arange(0, BLOCK_R)
-    ch = tl.arange(0, BLOCK_C)
-    rows = rb * BLOCK_R + r_loc
-    rmask = rows < R
-    tmask = rmask[:, None] & (ch < C)[None, :]
-    t_loc = r_loc[:, None] * BLOCK_C + ch[None, :]
+    r_loc, ch, rows, rmask, tmask, t_loc = _tile(rb, R, C, BLOCK_R, BLOCK_C)
     g_row = g_ptr + _row_offset(rows, inner, s_g0, s_g1)
     b_row = b_ptr + _row_offset(rows, inner, s_b0, s_b1)
     dg_row = dg_ptr + _row_offset(rows, inner, s_dg0, s_dg1)
     db_row = db_ptr + _row_offset(rows, inner, s_db0, s_db1)
-    s_tile = s_ptr + _row_offset(rows, inner, s_s0, s_s1)[:, None] + ch[None, :] * s_sc
-    y_tile = y_ptr + _row_offset(rows, inner, s_y0, s_y1)[:, None] + ch[None, :] * s_yc
-    u_tile = u_ptr + _row_offset(rows, inner, s_u0, s_u1)[:, None] + ch[None, :] * s_uc
-    ds_tile = ds_ptr + _row_offset(rows, inner, s_d0, s_d1)[:, None] + ch[None, :] * s_dc
+    s_tile = _tile_ptrs(s_ptr, rows, ch, inner, s_s0, s_s1, s_sc)
+    y_tile = _tile_ptrs(y_ptr, rows, ch, inner, s_y0, s_y1, s_yc)
+    u_tile = _tile_ptrs(u_ptr, rows, ch, inner, s_u0, s_u1, s_uc)
+    ds_tile = _tile_ptrs(ds_ptr, rows, ch, inner, s_d0, s_d1, s_dc)
     start = c * CHUNK
-    slot = rb * n_chunks + c
     Ar, Ai, Br, Bi = _bwd_map(g_row, b_row, u_tile, rows, rmask, tmask, start, N, s_gn, s_bn, s_un, b_const,
                               HAS_B, CHUNK, BLOCK_R, BLOCK_C)
-    _publish(agg_q_ptr, Br, Bi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
-    _publish(agg_p_ptr, Ar, Ai, slot * BLOCK_R + r_loc, r_loc < BLOCK_R)
-    tl.debug_barrier()  # every thread's share of the tile is stored before one thread raises the flag
-    tl.atomic_xchg(flag_ptr + slot, 1)
-    in_r, in_i = _look_back(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, 1, n_chunks, r_loc, t_loc,
-                            tmask, BLOCK_R, BLOCK_C)
-    er, ei = _cmul(Ar[:, None], Ai[:, None], in_r, in_i)
-    _publish(incl_ptr, er + Br, ei + Bi, slot * BLOCK_R * BLOCK_C + t_loc, tmask)
-    hide = (LOOKBACK_TEST == 2) | ((LOOKBACK_TEST == 1) & ((n_chunks - 1 - c) % 2 == 1))
-    tl.debug_barrier()
-    tl.atomic_xchg(flag_ptr + slot, 2 - hide.to(tl.int32))
+    in_r, in_i = _carry_in(flag_ptr, agg_p_ptr, agg_q_ptr, incl_ptr, rb, n_chunks, c, 1, n_chunks, n_chunks - 1 - c,
+                           Ar, Ai, Br, Bi, r_loc, t_loc, tmask, BLOCK_R, BLOCK_C, LOOKBACK_TEST)
     _bwd_outputs(g_row, b_row, u_tile, s_tile, y_tile, ds_tile, dg_row, db_row, in_r, in_i, rows, rmask, tmask,
                  start, N, s_gn, s_bn, s_un, s_sn, s_yn, s_dn, s_dgn, s_dbn, b_const, HAS_B, CHUNK)
 
