@@ -9,10 +9,12 @@
 #   bash benchmarks/gpu_session.sh multi-equal       # all GPUs: zero2/zero3 at 1 and N GPUs, equal global batch
 #   bash benchmarks/gpu_session.sh faults            # one GPU: start-up OOM retry; kill at step 17, resume, export
 #   PRESETS=small bash benchmarks/gpu_session.sh archs  # one GPU: ResNet-BK vs GPT tokens/s at N = 1k-16k
-#     (then: python benchmarks/plot_throughput.py $OUT/arch_throughput_*.json --out arch.svg)
+#     (then: python -m benchmarks.training.plot_throughput $OUT/arch_throughput_*.json --out arch.svg)
 #   bash benchmarks/gpu_session.sh response          # one GPU: BK kernel tests compiled, response kernel timings
-#   bash benchmarks/gpu_session.sh quality-kjv       # one GPU: the quality protocol on the KJV, d = 192 and 384
-#   bash benchmarks/gpu_session.sh quality-docs      # one GPU: the quality protocol on data/docs at N = 1024
+#   bash benchmarks/gpu_session.sh quality-kjv       # one GPU: the quality protocol on the KJV (d = 192; QUALITY_SIZE
+#                                                      and QUALITY_OVERRIDES for others, docs/quality.md)
+#   bash benchmarks/gpu_session.sh quality-docs      # one GPU: the quality protocol on data/docs (make data-docs) at
+#                                                      N = 1024, d = 384 and 6 layers unless QUALITY_OVERRIDES says
 # Results (JSON) go to $OUT (default /tmp/out).
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
@@ -32,7 +34,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 for what in "$@"; do
   case $what in
     strategies)
-      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus 1 --steps 50 \
+      python3 -m benchmarks.training.ds_strategies --config configs/small.yaml --ngpus 1 --steps 50 \
         --strategies zero1,zero2,zero3,zero2-offload,zero3-offload --out "$OUT/strategies_h100.json" "${KJV[@]}" || true
       # NVMe offload needs DeepSpeed's async I/O op (libaio) and a local NVMe directory. Images without libaio:
       # carry Debian's libaio1 and libaio-dev .deb files in .aio/ (apt-get download libaio1 libaio-dev).
@@ -42,7 +44,7 @@ for what in "$@"; do
         export CPATH=/tmp/aio/usr/include LIBRARY_PATH=$aio_lib LD_LIBRARY_PATH=$aio_lib:${LD_LIBRARY_PATH:-}
       fi
       mkdir -p /tmp/nvme
-      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus 1 --steps 20 --strategies zero3-nvme \
+      python3 -m benchmarks.training.ds_strategies --config configs/small.yaml --ngpus 1 --steps 20 --strategies zero3-nvme \
         --out "$OUT/strategies_nvme.json" "${KJV[@]}" deepspeed.nvme_path=/tmp/nvme || true
       # CPU activation checkpointing (the t4 and rtx10 profiles) on CUDA: same loss as without.
       python3 - <<'EOF'
@@ -60,7 +62,7 @@ EOF
       ;;
     largest)
       for preset in 1b 3b; do
-        python3 benchmarks/ds_strategies.py --config configs/$preset.yaml --ngpus 1 --steps 6 --log-interval 2 \
+        python3 -m benchmarks.training.ds_strategies --config configs/$preset.yaml --ngpus 1 --steps 6 --log-interval 2 \
           --strategies zero3-offload --out "$OUT/largest_$preset.json" "${KJV[@]}" train.seq_len=1024 || true
       done
       ;;
@@ -78,17 +80,17 @@ EOF
       # Weak scaling (issue 8's measure): micro-batch 64 per GPU, no accumulation, so the global batch grows with
       # the GPU count and each rank's work per step stays the same. Counts 1, 2, 4, .. up to the machine's.
       counts=1; n=2; while [ "$n" -le "$NGPUS" ]; do counts=$counts,$n; n=$((n * 2)); done
-      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "$counts" --steps 30 \
+      python3 -m benchmarks.training.ds_strategies --config configs/small.yaml --ngpus "$counts" --steps 30 \
         --strategies zero2,zero3 --out "$OUT/weak_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=64
       ;;
     multi-equal)
       # The same global batch at 1 and N GPUs (1 GPU accumulates), so the loss curves must agree; sessions 6-10
       # measured scaling this way (docs/performance.md). Then DeepSpeed's MoE layer with experts split over the
       # GPUs (all-to-all over NCCL).
-      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "1,$NGPUS" --steps 30 \
+      python3 -m benchmarks.training.ds_strategies --config configs/small.yaml --ngpus "1,$NGPUS" --steps 30 \
         --strategies zero2,zero3 --out "$OUT/multi_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=64 \
         train.global_batch=$((64 * NGPUS))
-      python3 benchmarks/ds_strategies.py --config configs/small.yaml --ngpus "$NGPUS" --steps 50 --strategies zero2 \
+      python3 -m benchmarks.training.ds_strategies --config configs/small.yaml --ngpus "$NGPUS" --steps 50 --strategies zero2 \
         --out "$OUT/moe_ep_${NGPUS}gpu.json" "${KJV[@]}" model.moe_impl=deepspeed model.moe_ep_size="$NGPUS" \
         train.micro_batch=16 train.global_batch=$((16 * NGPUS)) || true
       ;;
@@ -99,14 +101,14 @@ EOF
         train.eval_max_batches=2 sample.max_new_tokens=0 optim.warmup_steps=2 run_dir=/tmp/oom 2>&1 \
         | grep -E "out of memory|^step|error" | tee "$OUT/oom_h100.log" || true
       # Killed (SIGKILL, whole job) at step 17 of 30 and resumed; the export evaluated without DeepSpeed.
-      python3 benchmarks/fault_drill.py --config configs/small.yaml --ngpus 1 --steps 30 --kill-at 17 \
+      python3 -m benchmarks.training.fault_drill --config configs/small.yaml --ngpus 1 --steps 30 --kill-at 17 \
         --out "$OUT/fault_drill_h100.json" "${KJV[@]}" deepspeed.strategy=zero2 train.micro_batch=16 \
         train.eval_max_batches=4 optim.warmup_steps=5 || true
       ;;
     archs)
       # ResNet-BK vs GPT at equal parameters, sequence lengths 1024-16384 (PRESETS=small,base by default;
       # one preset per call fits the device tool's 10-minute limit).
-      python3 benchmarks/arch_throughput.py --presets "${PRESETS:-small,base}" --seq-lens 1024,2048,4096,16384 --steps 30 \
+      python3 -m benchmarks.training.arch_throughput --presets "${PRESETS:-small,base}" --seq-lens 1024,2048,4096,16384 --steps 30 \
         --out "$OUT/arch_throughput_$(echo "${PRESETS:-small,base}" | tr , _).json" "${KJV[@]}" \
         data.val=data/kjv/train || true  # the held-out books are shorter than 16385 tokens each
       ;;
@@ -120,13 +122,13 @@ EOF
         -k "kernel or layout or depend or half or graphed_blocks_train" > "$OUT/gpu_tests.log" 2>&1 || true
       tail -3 "$OUT/gpu_tests.log"
       if [ "$what" = response ]; then
-        python3 benchmarks/bk_core.py --response-only --quick --out "$OUT/bk_response.json" 2>&1 | tail -24 || true
+        python3 -m benchmarks.kernels.bk_core --response-only --quick --out "$OUT/bk_response.json" 2>&1 | tail -24 || true
       fi
       wait "$build" || { tail -5 "$OUT/fused_adam_build.log"; exit 1; }
       ;;
     archs-response)
       # The trainer with the response mixer against the diagonal one and GPT, small at N = 1024 and 8192.
-      python3 benchmarks/arch_throughput.py --presets small --seq-lens "${SEQ_LENS:-1024,8192}" \
+      python3 -m benchmarks.training.arch_throughput --presets small --seq-lens "${SEQ_LENS:-1024,8192}" \
         --arms gpt,resnetbk-diagonal,resnetbk --steps 30 --out "$OUT/arch_response.json" "${KJV[@]}" \
         data.val=data/kjv/train ${ARCH_OVERRIDES:-} || true
       ;;
@@ -137,11 +139,23 @@ EOF
       COMMON=(deepspeed.profile=auto deepspeed.strategy=zero2 train.micro_batch=32)
       # QUALITY_TIME_S bounds the call; the JSON holds every run finished by then (--reuse continues from it).
       # QUALITY_ARGS: more options (--arms, --reuse FILE, ...); QUALITY_OVERRIDES: config overrides for every arm.
-      timeout "${QUALITY_TIME_S:-1800}" python3 benchmarks/quality_compare.py --parallel "$P" \
+      timeout "${QUALITY_TIME_S:-1800}" python3 -m benchmarks.quality.compare --parallel "$P" \
         --out "$OUT/quality_kjv_${QUALITY_SIZE:-d192}.json" ${QUALITY_ARGS:-} "${COMMON[@]}" \
         ${QUALITY_OVERRIDES:-} > "$OUT/quality_kjv_${QUALITY_SIZE:-d192}.log" 2>&1 || true
       tail -12 "$OUT/quality_kjv_${QUALITY_SIZE:-d192}.log"
       ;;
-    *) echo "unknown section '$what' (strategies, largest, largest7b, multi, multi-equal, faults, archs, response, kernel-tests, archs-response, quality-kjv)" >&2; exit 2 ;;
+    quality-docs)
+      # The Debian documentation corpus (8192-piece vocabulary) at N = 1024: 8 x 1024 tokens per step, 1200 steps
+      # (9.8M tokens, about half an epoch) unless QUALITY_ARGS says otherwise.
+      P=${QUALITY_PARALLEL:-8}
+      COMMON=(deepspeed.profile=auto deepspeed.strategy=zero2 model.vocab_size=8192 model.max_seq_len=1024
+              train.seq_len=1024 train.micro_batch=8 train.eval_max_batches=40)
+      timeout "${QUALITY_TIME_S:-1800}" python3 -m benchmarks.quality.compare --data data/docs --steps 1200 \
+        --parallel "$P" --out "$OUT/quality_docs_${QUALITY_SIZE:-d384}.json" ${QUALITY_ARGS:-} "${COMMON[@]}" \
+        ${QUALITY_OVERRIDES:-model.d_model=384 model.n_layers=6 model.ffn_hidden=1024} \
+        > "$OUT/quality_docs_${QUALITY_SIZE:-d384}.log" 2>&1 || true
+      tail -12 "$OUT/quality_docs_${QUALITY_SIZE:-d384}.log"
+      ;;
+    *) echo "unknown section '$what' (strategies, largest, largest7b, multi, multi-equal, faults, archs, response, kernel-tests, archs-response, quality-kjv, quality-docs)" >&2; exit 2 ;;
   esac
 done

@@ -120,7 +120,7 @@ def write_metrics(split_dir: str, reference: str | None, seq_len: int | None, ba
 
 def _load_reference(reference: str, shards, device: str):
     from resnetbk.config import ConfigError
-    from resnetbk.export import TOKENIZER, load_exported
+    from resnetbk.exported import TOKENIZER, load_exported
 
     from .tokenizer import file_sha256
 

@@ -13,6 +13,8 @@ from typing import Any, List, Optional
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .models import registry
+
 
 class ConfigError(ValueError):
     """A configuration problem; its message is one line naming the key or file."""
@@ -20,7 +22,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    arch: str = "resnetbk"  # "resnetbk" or "gpt"
+    arch: str = "resnetbk"  # a registered model family (resnetbk/models/registry.py): "resnetbk", "gpt", ...
     vocab_size: int = 4096
     max_seq_len: int = 256
     d_model: int = 256
@@ -64,7 +66,7 @@ class TrainConfig:
     grad_accum: Optional[int] = None
     global_batch: Optional[int] = None
     activation_checkpoint_interval: int = 0  # recompute every k-th block in backward (DeepSpeed); 0: off
-    # Replay each block as a CUDA graph at the training shape (resnetbk/cuda_graphs.py); the trainer says
+    # Replay each block as a CUDA graph at the training shape (resnetbk/training/cuda_graphs.py); the trainer says
     # when a run cannot (ZeRO-3, activation checkpointing, ...) and keeps the blocks eager.
     cuda_graphs: bool = True
     max_steps: int = 200
@@ -135,7 +137,7 @@ class DataConfig:
 @dataclass
 class DeepSpeedConfig:
     # The engine strategy is ds_configs/<profile>/<strategy>.json, or the JSON file named by `config`.
-    profile: str = "auto"  # auto: from the GPUs (cpu without CUDA); or a name in resnetbk/profiles.py
+    profile: str = "auto"  # auto: from the GPUs (cpu without CUDA); or a name in resnetbk/training/profiles.py
     # zero1, zero2, zero3, zero2-offload, zero3-offload, zero3-offload-partial, zero3-nvme; null: the profile's default
     strategy: Optional[str] = None
     config: Optional[str] = None  # a DeepSpeed JSON path; when set, profile and strategy are not used
@@ -215,7 +217,6 @@ def _check(cond: bool, key: str, why: str) -> None:
 
 def _validate(cfg: RunConfig) -> None:
     m, t, o = cfg.model, cfg.train, cfg.optim
-    _check(m.arch in ("resnetbk", "gpt"), "model.arch", f"must be 'resnetbk' or 'gpt', got '{m.arch}'")
     validate_model(m)
     for key in ("seq_len", "max_steps", "log_interval", "eval_interval"):
         _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1")
@@ -244,15 +245,14 @@ def _validate(cfg: RunConfig) -> None:
     _check(not cfg.data.train_weights or len(cfg.data.train_weights) == len(train), "data.train_weights",
            f"needs one weight per data.train directory ({len(train)})")
     _check(all(w > 0 for w in cfg.data.train_weights), "data.train_weights", "weights must be > 0")
-    _validate_sampling(cfg)
-    _validate_deepspeed(cfg)
+    _validate_data_selection(cfg)
     _check(cfg.sample.temperature > 0, "sample.temperature", "must be > 0")
     _check(cfg.sample.top_k >= 0, "sample.top_k", "must be >= 0 (0 disables top-k)")
     _check(0 < cfg.sample.top_p <= 1, "sample.top_p", "must be in (0, 1] (1 disables top-p)")
     _check(cfg.sample.max_new_tokens >= 0, "sample.max_new_tokens", "must be >= 0")
 
 
-def _validate_sampling(cfg: RunConfig) -> None:
+def _validate_data_selection(cfg: RunConfig) -> None:
     c, a, seq_len = cfg.data.curriculum, cfg.data.active, cfg.train.seq_len
     _check(c.metric is None or c.metric in DIFFICULTY_METRICS, "data.curriculum.metric",
            f"unknown metric '{c.metric}' ({', '.join(DIFFICULTY_METRICS)}, or null for none)")
@@ -277,37 +277,23 @@ def _validate_sampling(cfg: RunConfig) -> None:
     _check(0 < a.keep_fraction <= 1, "data.active.keep_fraction", f"must be in (0, 1], got {a.keep_fraction}")
 
 
-def _validate_deepspeed(cfg: RunConfig) -> None:
-    from .profiles import PROFILES, STRATEGIES
-
-    d = cfg.deepspeed
-    _check(d.profile == "auto" or d.profile in PROFILES, "deepspeed.profile",
-           f"unknown profile '{d.profile}' (auto, {', '.join(PROFILES)})")
-    _check(d.strategy is None or d.strategy in ("zero0", *STRATEGIES), "deepspeed.strategy",
-           f"unknown strategy '{d.strategy}' ({', '.join(STRATEGIES)})")
-
-
 def train_dirs(cfg: RunConfig) -> List[str]:
     """data.train as a list of directories (a single string is one directory)."""
     train = cfg.data.train
     return [train] if isinstance(train, str) else list(train)
 
 
-def uses_moe(m: ModelConfig) -> bool:
-    """Whether the blocks' feed-forward is the sparse MoE (model.feed_forward, or the family's own)."""
-    return m.arch == "resnetbk" if m.feed_forward is None else m.feed_forward == "moe"
-
-
 def validate_model(m: ModelConfig) -> None:
-    """Checks that the model config describes a buildable model (also used by build_model)."""
+    """Checks that the model config describes a buildable model (also used by build_model): the keys every family
+    reads, the MoE's when the blocks use it, then the family's own (its spec in resnetbk/models/registry.py)."""
+    families = registry.names()
+    _check(m.arch in families, "model.arch", f"unknown model family '{m.arch}' ({', '.join(families)})")
     for key in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "ffn_hidden"):
         _check(getattr(m, key) >= 1, f"model.{key}", "must be >= 1")
     _check(0 <= m.dropout < 1, "model.dropout", "must be in [0, 1)")
-    if m.arch == "gpt":
-        _check(m.d_model % m.n_heads == 0, "model.n_heads", f"must divide model.d_model={m.d_model} for arch=gpt")
     _check(m.feed_forward in (None, "moe", "mlp"), "model.feed_forward",
            f"must be 'moe', 'mlp' or null (the family's own), got '{m.feed_forward}'")
-    if uses_moe(m):
+    if registry.uses_moe(m):
         _check(m.moe_experts >= 1, "model.moe_experts", "must be >= 1")
         _check(1 <= m.moe_top_k <= m.moe_experts, "model.moe_top_k", f"must be in [1, model.moe_experts={m.moe_experts}]")
         _check(m.moe_balance_coef >= 0, "model.moe_balance_coef", "must be >= 0")
@@ -320,10 +306,9 @@ def validate_model(m: ModelConfig) -> None:
             _check(m.moe_capacity_factor == 0, "model.moe_capacity_factor", "is read only with model.moe_impl=deepspeed")
         else:
             _check(m.moe_top_k in (1, 2), "model.moe_top_k", "DeepSpeed's MoE gate supports top-1 and top-2 only")
-    if m.arch == "resnetbk":
-        _check(m.bk_im_z_min > 0, "model.bk_im_z_min", "must be > 0 (Im z > 0 keeps the resolvent bounded)")
-        _check(m.bk_values >= 0, "model.bk_values", "must be >= 0 (0: the diagonal alone)")
-        _check(m.bk_values > 0 or not m.bk_value_gate, "model.bk_value_gate", "gates the response: needs model.bk_values > 0")
+    problem = registry.first_problem(m)
+    if problem is not None:
+        raise ConfigError(f"{problem[0]}: {problem[1]}")
 
 
 def to_yaml(cfg: RunConfig) -> str:

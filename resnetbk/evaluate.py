@@ -83,7 +83,7 @@ def main(argv=None) -> int:
 
     from .config import ConfigError
     from .data import DataError, read_manifest
-    from .export import load_exported
+    from .exported import load_exported
 
     parser = argparse.ArgumentParser(prog="python -m resnetbk.evaluate",
                                      description="Perplexity of an exported model (python -m resnetbk.export) on a shard directory.")

@@ -16,13 +16,12 @@ import shutil
 import sys
 
 from .config import ConfigError, ModelConfig
-
-WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.yaml", "tokenizer.model"
+from .exported import CONFIG, TOKENIZER, WEIGHTS
 
 
 def find_tag_dir(path: str) -> str:
     """A tag directory from a run directory (newest complete checkpoint) or a tag directory."""
-    from .checkpoint import is_tag_dir, resolve_resume
+    from .training.checkpoint import is_tag_dir, resolve_resume
 
     path = os.path.normpath(path)
     if is_tag_dir(path):
@@ -53,7 +52,7 @@ def export(tag_dir: str, out: str) -> str:
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from .model import CausalLM
+    from .models.decoder import CausalLM
 
     run_dir = os.path.dirname(os.path.dirname(tag_dir))
     run_config = os.path.join(run_dir, "config.yaml")
@@ -75,22 +74,6 @@ def export(tag_dir: str, out: str) -> str:
         f.write(OmegaConf.to_yaml(OmegaConf.create({"model": model_cfg, "tokenizer": TOKENIZER})))
     shutil.copyfile(cfg.data.tokenizer, os.path.join(out, TOKENIZER))
     return out
-
-
-def load_exported(export_dir: str, device="cpu"):
-    """(model in eval mode, ModelConfig, tokenizer path) from an export directory; no DeepSpeed, no pickle."""
-    from omegaconf import OmegaConf
-    from safetensors.torch import load_file
-
-    from .model import CausalLM
-
-    for name in (WEIGHTS, CONFIG, TOKENIZER):
-        if not os.path.isfile(os.path.join(export_dir, name)):
-            raise ConfigError(f"{export_dir}: not an export directory (no {name}; make one with python -m resnetbk.export)")
-    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(os.path.join(export_dir, CONFIG)).model)
-    model = CausalLM(cfg)
-    model.load_state_dict(load_file(os.path.join(export_dir, WEIGHTS), device="cpu"))
-    return model.to(device).eval(), cfg, os.path.join(export_dir, TOKENIZER)
 
 
 def main(argv=None) -> int:

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     import sentencepiece as spm
 
     from .config import ConfigError
-    from .export import load_exported
+    from .exported import load_exported
 
     parser = argparse.ArgumentParser(prog="python -m resnetbk.generate",
                                      description="Sample text from an exported model (python -m resnetbk.export).")

@@ -17,7 +17,8 @@ if not HAS_CUDA:
     # triton.jit decorates anything.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from resnetbk.train import SHM_ALLREDUCE_BUFFER, free_port  # noqa: E402
+from resnetbk.training.engine import free_port  # noqa: E402
+from resnetbk.training.workarounds import SHM_ALLREDUCE_BUFFER  # noqa: E402
 
 
 # The fused Triton kernels against float64 PyTorch: largest error relative to the largest reference value, per dtype
@@ -112,7 +113,7 @@ def read_metrics(run_dir):
 def cpu_strategy_json(directory, strategy, name):
     """ds_configs' CPU strategy, written to directory/<name>.json. ZeRO-3 gets stage3_param_persistence_threshold
     0: tiny weights would otherwise never be partitioned."""
-    from resnetbk.profiles import strategy_config
+    from resnetbk.training.profiles import strategy_config
 
     config = strategy_config("cpu", strategy)
     if config["zero_optimization"]["stage"] == 3:

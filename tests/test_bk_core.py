@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resnetbk.bk_core import resolvent_diagonal
+from resnetbk.ops.bk_core import resolvent_diagonal
 
 Z_VALUES = [1j, 0.3 + 0.1j, -1.5 + 0.01j, 2.0 + 3.0j]
 

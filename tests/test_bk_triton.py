@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import HAS_CUDA
 
-from resnetbk import bk_triton
-from resnetbk.bk_core import resolvent_diagonal
+from resnetbk.ops import bk_triton
+from resnetbk.ops.bk_core import resolvent_diagonal
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 
@@ -168,7 +168,7 @@ def test_long_sequences_on_gpu(n, im_z):
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 def test_model_gradients_agree_between_backends_on_gpu(monkeypatch):
     """The multi-head selective mixer trains through the kernels: same loss and gradients as the reference."""
-    import resnetbk.model as model_module
+    import resnetbk.layers.bk_mixer as mixer_module
     from resnetbk import build_model
 
     torch.manual_seed(0)
@@ -177,7 +177,7 @@ def test_model_gradients_agree_between_backends_on_gpu(monkeypatch):
     tokens = torch.randint(0, 101, (4, 300), device="cuda")
     results = []
     for backend in ("triton", "reference"):
-        monkeypatch.setattr(model_module, "resolvent_diagonal",
+        monkeypatch.setattr(mixer_module, "resolvent_diagonal",
                             lambda a, b, z, causal=True, _b=backend: resolvent_diagonal(a, b, z, causal, backend=_b))
         model.zero_grad()
         loss = model(tokens[:, :-1], tokens[:, 1:]).loss

@@ -118,13 +118,13 @@ def test_load_config_types_and_overrides():
 def test_cuda_arch_list_suffix_is_removed(monkeypatch):
     import os
 
-    from resnetbk.train import _fix_cuda_arch_list
+    from resnetbk.training.workarounds import fix_cuda_arch_list
 
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0;9.0a")
-    _fix_cuda_arch_list()
+    fix_cuda_arch_list()
     assert os.environ["TORCH_CUDA_ARCH_LIST"] == "8.0 9.0"
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0+PTX")
-    _fix_cuda_arch_list()
+    fix_cuda_arch_list()
     assert os.environ["TORCH_CUDA_ARCH_LIST"] == "9.0+PTX"
 
 
@@ -137,7 +137,7 @@ def test_a_stale_op_build_lock_is_reported_not_waited_on(capfd, monkeypatch, tmp
     lock.touch()
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     data = data_args(kjv_data)
-    from resnetbk.train import check_op_build_locks
+    from resnetbk.training.workarounds import check_op_build_locks
 
     check_op_build_locks()  # a build running now holds a young lock: wait on it, as torch does
     hours_ago = time.time() - 3 * 3600

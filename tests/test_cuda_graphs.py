@@ -1,4 +1,4 @@
-"""CUDA-graphed blocks (resnetbk/cuda_graphs.py): when the trainer may graph them, and on a GPU that a graphed
+"""CUDA-graphed blocks (resnetbk/training/cuda_graphs.py): when the trainer may graph them, and on a GPU that a graphed
 model trains exactly like the eager one."""
 
 import json
@@ -10,7 +10,7 @@ from conftest import run_cli
 
 from resnetbk import build_model
 from resnetbk.config import ModelConfig
-from resnetbk.cuda_graphs import graph_blocks_unsupported
+from resnetbk.training.cuda_graphs import graph_blocks_unsupported
 
 SMALL = dict(vocab_size=97, d_model=64, n_layers=2, n_heads=4, ffn_hidden=128, max_seq_len=256)
 
@@ -39,7 +39,7 @@ def test_monitoring_buffers_are_updated_in_place():
     """A graph replay writes into the tensors the capture wrote: the BK statistics and the expert load must be
     the same tensors from one forward to the next (and float32 in a bf16 model)."""
     model = build_model("resnetbk", **SMALL).to(torch.bfloat16)
-    model.record_bk_stats(True)
+    model.record_stats(True)
     tokens = torch.randint(0, 97, (2, 40))
     model(tokens)
     mixer, moe = model.blocks[0].mixer, model.blocks[0].moe
@@ -69,15 +69,15 @@ def test_graphed_blocks_train_like_eager_blocks(arch, extra):
     """Same losses and accumulated gradients over two micro-steps (a graphed backward hands its gradients out in
     its own buffers: without the copy the second micro-step would overwrite the first's); another shape and
     eval mode run eagerly; the logged statistics follow the replays."""
-    from resnetbk.cuda_graphs import graph_blocks
+    from resnetbk.training.cuda_graphs import graph_blocks
 
     torch.manual_seed(0)
     model = build_model(arch, **SMALL, **extra).cuda().bfloat16()
     batches = [torch.randint(0, 97, (4, 129), device="cuda") for _ in range(2)]
     eager_losses, eager_grads = _loss_and_grads(model, batches)
-    model.record_bk_stats(True)
+    model.record_stats(True)
     model(batches[1][:, :-1])
-    eager_stats = model.bk_stats()
+    eager_stats = model.stats()
 
     release = graph_blocks(model, 4, 128)
     graphed_losses, graphed_grads = _loss_and_grads(model, batches)
@@ -85,7 +85,7 @@ def test_graphed_blocks_train_like_eager_blocks(arch, extra):
     for e, g in zip(eager_grads, graphed_grads):
         assert torch.equal(e, g)
     if arch == "resnetbk":
-        assert model.bk_stats() == pytest.approx(eager_stats)  # the last replay saw batches[1]
+        assert model.stats() == pytest.approx(eager_stats)  # the last replay saw batches[1]
     other_shape = torch.randint(0, 97, (2, 65), device="cuda")
     with torch.no_grad():
         graphed_other = model(other_shape[:, :-1], other_shape[:, 1:]).loss

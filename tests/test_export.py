@@ -19,8 +19,8 @@ def test_zero3_export_evaluates_and_generates_without_deepspeed(kjv_data, strate
 
     from safetensors.torch import load_file
 
-    from resnetbk.export import load_exported
-    from resnetbk.model import CausalLM
+    from resnetbk.exported import load_exported
+    from resnetbk.models.decoder import CausalLM
     model, cfg, _ = load_exported(str(tmp_path / "export"))
     assert set(load_file(str(tmp_path / "export" / "model.safetensors"))) == set(CausalLM(cfg).state_dict())
 

@@ -127,10 +127,10 @@ def test_a_fresh_run_refuses_a_run_dir_that_holds_checkpoints(kjv_data, tmp_path
     assert_one_line_error(proc, "run_dir", "resume=auto")
 
 
-# Single-rank runs of tests/fault_injection.py: the trainer with NaN losses or out-of-memory errors injected.
+# Single-rank runs of tests/payloads/fault_injection.py: the trainer with NaN losses or out-of-memory errors injected.
 
 def inject(kjv, run_dir, env, *extra):
-    return run_cli([sys.executable, "tests/fault_injection.py", "--config", "configs/tiny.yaml", *data_args(kjv),
+    return run_cli([sys.executable, "tests/payloads/fault_injection.py", "--config", "configs/tiny.yaml", *data_args(kjv),
                     *TINY, "train.max_steps=10", "train.log_interval=1", "train.eval_interval=10",
                     f"run_dir={run_dir}", *extra], env=env)
 

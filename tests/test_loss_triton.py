@@ -1,4 +1,4 @@
-"""The fused cross-entropy (resnetbk/loss_triton.py) against F.cross_entropy in float64, forward and backward. Without
+"""The fused cross-entropy (resnetbk/ops/loss_triton.py) against F.cross_entropy in float64, forward and backward. Without
 CUDA it runs through Triton's interpreter (TRITON_INTERPRET=1, set in conftest) with a short vocabulary block, so
 that rows span several blocks and end in a partial one."""
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import HAS_CUDA
 
-from resnetbk import loss_triton
+from resnetbk.ops import loss_triton
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 

@@ -9,7 +9,10 @@ from hypothesis import strategies as st
 
 from resnetbk import build_model
 from resnetbk.config import ConfigError, ModelConfig
-from resnetbk.model import CausalLM
+from resnetbk.layers.moe import MoE
+from resnetbk.models import registry
+from resnetbk.models.decoder import CausalLM
+from resnetbk.ops import device
 
 SMALL = dict(vocab_size=97, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64, max_seq_len=48)
 
@@ -35,7 +38,7 @@ def test_changing_token_t_plus_1_leaves_logits_up_to_t_unchanged(arch, extra):
         assert not torch.equal(before[:, t + 1], after[:, t + 1])
 
 
-@pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
+@pytest.mark.parametrize("arch", registry.names())
 def test_forward_shapes_and_loss(arch):
     model = build_model(arch, **SMALL)
     tokens = torch.randint(0, 97, (3, 20))
@@ -95,7 +98,7 @@ def test_build_model_rejects_bad_arguments():
                                         ("resnetbk", {"bk_values": 5, "bk_value_gate": True}), ("gpt", {})])
 def test_param_count_from_the_config_matches_the_model(arch, extra):
     from resnetbk.config import ModelConfig
-    from resnetbk.flops import param_count, training_flops_per_token
+    from resnetbk.models.counts import param_count, training_flops_per_token
 
     model = build_model(arch, vocab_size=97, max_seq_len=32, d_model=48, n_layers=3, n_heads=4, ffn_hidden=80, **extra)
     cfg = ModelConfig(arch=arch, vocab_size=97, max_seq_len=32, d_model=48, n_layers=3, n_heads=4, ffn_hidden=80, **extra)
@@ -111,13 +114,13 @@ def test_param_count_from_the_config_matches_the_model(arch, extra):
 @pytest.mark.parametrize("arch,selective,values", [("gpt", False, 0), ("resnetbk", False, 0), ("resnetbk", True, 0),
                                                    ("resnetbk", True, 8)])
 def test_flops_agree_with_deepspeeds_flops_profiler(arch, selective, values):
-    """The model FLOPs behind MFU (resnetbk/flops.py) against DeepSpeed's profiler on a real forward.
+    """The model FLOPs behind MFU (resnetbk/models/counts.py) against DeepSpeed's profiler on a real forward.
     The profiler also counts norms, activations, softmax and the router (we leave them out: memory-bound,
     a few percent at this width), the native MoE's padding of each expert's rows to a block of 32, and the
     full N x N attention of SDPA where we count the causal half that flash attention computes."""
     from deepspeed.profiling.flops_profiler import get_model_profile
 
-    from resnetbk.flops import forward_flops_per_token, training_flops_per_token
+    from resnetbk.models.counts import forward_flops_per_token, training_flops_per_token
 
     b, n = 4, 128
     cfg = ModelConfig(arch=arch, vocab_size=512, max_seq_len=n, d_model=64, n_layers=2, n_heads=4, ffn_hidden=256,
@@ -126,7 +129,7 @@ def test_flops_agree_with_deepspeeds_flops_profiler(arch, selective, values):
     flops, _, _ = get_model_profile(CausalLM(cfg).eval(), args=[tokens], print_profile=False, as_string=False)
     measured = flops / (b * n)
     ours = forward_flops_per_token(cfg, n)
-    # backward = two forwards, up to the recurrences' own counts (resnetbk/flops.py)
+    # backward = two forwards, up to the recurrences' own counts (resnetbk/models/counts.py)
     assert training_flops_per_token(cfg, n) == pytest.approx(3 * ours, rel=1e-3)
     if arch == "gpt":
         ours += cfg.n_layers * 2 * 2 * cfg.d_model * (n - 1) / 2  # the masked half the profiler counts too
@@ -154,13 +157,10 @@ def test_moe_paths_match_a_dense_float64_reference(monkeypatch, glue, path, top_
     """Both expert paths and both kinds of routing glue, forward and backward. On CPU the grouped path runs torch's
     grouped_mm fallback: it checks the sorting, offsets, bias gathering and un-sorting around the GEMMs that the GPU
     path shares; the Triton glue runs through Triton's interpreter."""
-    import resnetbk.model as model_module
-
-    monkeypatch.setattr(model_module, "uses_grouped_gemm", lambda x: path == "grouped")
-    monkeypatch.setattr(model_module, "uses_triton", lambda x: glue == "triton")
+    monkeypatch.setattr(device, "uses_grouped_gemm", lambda x: path == "grouped")
+    monkeypatch.setattr(device, "uses_triton", lambda x: glue == "triton")
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=16, ffn_hidden=24, n_layers=2, moe_experts=4, moe_top_k=top_k)
-    moe = model_module.MoE(cfg)
+    moe = MoE(d_model=16, hidden=24, experts=4, top_k=top_k, n_layers=2)
     with torch.no_grad():  # non-zero biases, so that a bias given to the wrong expert shows
         moe.fc_bias.normal_()
         moe.proj_bias.normal_()
@@ -179,18 +179,16 @@ def test_moe_paths_match_a_dense_float64_reference(monkeypatch, glue, path, top_
         assert torch.allclose(g.double(), r, atol=1e-4), name
 
 
-@pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
+@pytest.mark.parametrize("arch", registry.names())
 def test_triton_kernels_give_the_pytorch_loss_and_gradients(monkeypatch, arch):
     """The whole model with its Triton kernels (the MoE glue and the loss, as on a GPU; here through Triton's
     interpreter) against the same model with PyTorch ops, float32."""
-    import resnetbk.model as model_module
-
     torch.manual_seed(0)
     model = build_model(arch, **SMALL)
     tokens = torch.randint(0, 97, (2, 30))
     results = []
     for triton in (False, True):
-        monkeypatch.setattr(model_module, "uses_triton", lambda x, t=triton: t)
+        monkeypatch.setattr(device, "uses_triton", lambda x, t=triton: t)
         model.zero_grad()
         out = model(tokens[:, :-1], tokens[:, 1:])
         out.loss.backward()
@@ -202,14 +200,12 @@ def test_triton_kernels_give_the_pytorch_loss_and_gradients(monkeypatch, arch):
 def test_moe_under_dropout_keeps_the_torch_glue(monkeypatch):
     """Dropout acts on each expert's output before the combine, which the fused kernels do not do: in training with
     dropout the MoE takes the PyTorch glue, in eval (dropout off) the fused one."""
-    import resnetbk.model as model_module
-
-    monkeypatch.setattr(model_module, "uses_triton", lambda x: True)
-    import resnetbk.moe_triton as moe_triton
+    monkeypatch.setattr(device, "uses_triton", lambda x: True)
+    import resnetbk.ops.moe_triton as moe_triton
 
     calls, combine = [], moe_triton.combine
     monkeypatch.setattr(moe_triton, "combine", lambda *args: calls.append(1) or combine(*args))
-    moe = model_module.MoE(ModelConfig(d_model=16, ffn_hidden=24, n_layers=2, moe_experts=4, moe_top_k=1, dropout=0.5))
+    moe = MoE(d_model=16, hidden=24, experts=4, top_k=1, n_layers=2, dropout=0.5)
     x = torch.randn(2, 5, 16)
     moe.train()(x)
     assert calls == []
@@ -218,21 +214,19 @@ def test_moe_under_dropout_keeps_the_torch_glue(monkeypatch):
 
 
 def assert_gpu_moe_paths_agree(monkeypatch, switch: str, dtype=torch.bfloat16):
-    """The MoE in dtype on a GPU with model.<switch> returning True, then False: outputs and gradients agree to
+    """The MoE in dtype on a GPU with ops.device.<switch> returning True, then False: outputs and gradients agree to
     bf16 rounding."""
-    import resnetbk.model as model_module
-
     torch.manual_seed(0)
-    moe = model_module.MoE(ModelConfig(d_model=256, ffn_hidden=512, n_layers=2, moe_experts=4, moe_top_k=2))
+    moe = MoE(d_model=256, hidden=512, experts=4, top_k=2, n_layers=2)
     moe = moe.cuda().to(dtype)
     with torch.no_grad():
         moe.fc_bias.normal_(std=0.1)
         moe.proj_bias.normal_(std=0.1)
     x = torch.randn(4, 1000, 256, device="cuda", dtype=dtype, requires_grad=True)
-    assert getattr(model_module, switch)(x)
+    assert getattr(device, switch)(x)
     results = []
     for on in (True, False):
-        monkeypatch.setattr(model_module, switch, lambda _, on=on: on)
+        monkeypatch.setattr(device, switch, lambda _, on=on: on)
         out, _ = moe(x)
         grads = torch.autograd.grad(out.float().square().sum(), [x, *moe.parameters()])
         results.append([out, *grads])
@@ -256,9 +250,9 @@ def test_grouped_moe_on_gpu_matches_the_padded_path_in_bf16(monkeypatch):
     assert_gpu_moe_paths_agree(monkeypatch, "uses_grouped_gemm")
 
 
-@pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
+@pytest.mark.parametrize("arch", registry.names())
 def test_compiled_blocks_give_the_same_loss_and_gradients(arch):
-    """torch.compile (benchmarks/profile_step.py --compile) captures each block, the BK resolvent left outside
+    """torch.compile (benchmarks/training/profile_step.py --compile) captures each block, the BK resolvent left outside
     the graph. aot_eager runs the captured graphs without inductor's code generation: fast on CPU."""
     torch.manual_seed(0)
     model = build_model(arch, **SMALL)
@@ -284,7 +278,7 @@ def test_compiled_blocks_give_the_same_loss_and_gradients(arch):
 def test_bf16_model_on_gpu_is_exactly_causal():
     """The GPU path (grouped GEMMs, Triton resolvent, bf16): changing token t+1 moves the routing of later
     tokens, and so the group sizes of the grouped GEMMs, but leaves every logit up to t bitwise unchanged."""
-    from resnetbk.model import uses_grouped_gemm
+    from resnetbk.ops.device import uses_grouped_gemm
 
     torch.manual_seed(0)
     model = build_model("resnetbk", vocab_size=97, d_model=64, n_layers=2, n_heads=4, ffn_hidden=128,
@@ -305,7 +299,7 @@ def test_bf16_model_on_gpu_is_exactly_causal():
 @given(pairs=st.lists(st.integers(0, 5), min_size=0, max_size=300))
 def test_counting_sort_by_expert_equals_stable_argsort(pairs):
     """The MoE's routing sort against torch's stable argsort: same order, its inverse, and the group sizes."""
-    from resnetbk.model import sort_by_expert
+    from resnetbk.ops.moe import sort_by_expert
 
     slots = torch.tensor(pairs, dtype=torch.long)
     order, position, counts = sort_by_expert(slots, 6)
@@ -318,7 +312,7 @@ def test_counting_sort_by_expert_equals_stable_argsort(pairs):
 def test_bk_mixer_adds_h0_to_a_bf16_potential_in_float32(monkeypatch, values):
     """In a bf16 model the diagonal a = H0 + v reaching the resolvent is exact in float32: a bf16 sum near -2
     would round v to multiples of 2^-6 (errors up to 0.008)."""
-    import resnetbk.model as model_module
+    import resnetbk.layers.bk_mixer as mixer_module
 
     seen = {}
 
@@ -329,12 +323,12 @@ def test_bk_mixer_adds_h0_to_a_bf16_potential_in_float32(monkeypatch, values):
     def capture_with_response(a, b, z, s, out_dtype):
         return capture(a, b, z), torch.zeros(*s.shape, 2, dtype=out_dtype)
 
-    monkeypatch.setattr(model_module, "resolvent_diagonal", capture)
-    monkeypatch.setattr(model_module, "diagonal_and_response", capture_with_response)
+    monkeypatch.setattr(mixer_module, "resolvent_diagonal", capture)
+    monkeypatch.setattr(mixer_module, "diagonal_and_response", capture_with_response)
     torch.manual_seed(0)
-    mixer = model_module.BKMixer(ModelConfig(d_model=32, n_heads=4, bk_values=values)).bfloat16()
+    mixer = mixer_module.BKMixer(32, 4, values=values).bfloat16()
     x = torch.randn(2, 16, 32, dtype=torch.bfloat16)
     mixer(x)
     v = mixer.potential(x).double().transpose(1, 2)
     assert seen["a"].dtype == torch.float32
-    assert (seen["a"].double() - (v + model_module.H0_DIAGONAL)).abs().max() < 1e-6
+    assert (seen["a"].double() - (v + mixer_module.H0_DIAGONAL)).abs().max() < 1e-6

@@ -1,4 +1,4 @@
-"""The fused MoE glue kernels (resnetbk/moe_triton.py) against the same computation in float64 PyTorch, forward and
+"""The fused MoE glue kernels (resnetbk/ops/moe_triton.py) against the same computation in float64 PyTorch, forward and
 backward. Without CUDA they run through Triton's interpreter (TRITON_INTERPRET=1, set in conftest) at small sizes,
 with widths that are not multiples of the kernels' blocks."""
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from conftest import HAS_CUDA, close
 
-from resnetbk import moe_triton
-from resnetbk.model import sort_by_expert
+from resnetbk.ops import moe_triton
+from resnetbk.ops.moe import sort_by_expert
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 

@@ -1,4 +1,4 @@
-"""The fused add + RMSNorm (resnetbk/norm_triton.py) against float64 PyTorch, forward and backward. Without CUDA it
+"""The fused add + RMSNorm (resnetbk/ops/norm_triton.py) against float64 PyTorch, forward and backward. Without CUDA it
 runs through Triton's interpreter (TRITON_INTERPRET=1, set in conftest) at small sizes: widths that are not powers of
 two, and row counts that do not divide among the backward's programs and tiles."""
 
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from conftest import HAS_CUDA, close
 
-from resnetbk import norm_triton
-from resnetbk.model import AddRMSNorm
+from resnetbk.ops import norm_triton
+from resnetbk.layers.common import AddRMSNorm
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 EPS = 1e-6
@@ -71,7 +71,7 @@ def test_unused_sum_and_unused_norm():
 def test_module_uses_the_kernel_with_nn_rmsnorms_default_eps(monkeypatch):
     """AddRMSNorm on the Triton path (forced here) gives nn.RMSNorm's result, eps left at its default (the float32
     epsilon for a bf16 input, which is what torch computes in), and keeps nn.RMSNorm's checkpoint keys."""
-    import resnetbk.model as model_module
+    from resnetbk.ops import device
 
     norm = AddRMSNorm(64).to(DEVICE)
     with torch.no_grad():
@@ -79,7 +79,7 @@ def test_module_uses_the_kernel_with_nn_rmsnorms_default_eps(monkeypatch):
     x = (1e-3 * torch.randn(3, 64)).to(DEVICE, torch.bfloat16)  # small enough for eps to matter if it were bf16's
     calls, fused = [], norm_triton.add_rms_norm
     monkeypatch.setattr(norm_triton, "add_rms_norm", lambda *args: calls.append(args[-1]) or fused(*args))
-    monkeypatch.setattr(model_module, "uses_triton", lambda t: True)
+    monkeypatch.setattr(device, "uses_triton", lambda t: True)
     s, n = norm.bfloat16()(x)
     assert calls == [torch.finfo(torch.float32).eps] and torch.equal(s, x)
     want = torch.nn.RMSNorm(64).to(DEVICE, torch.bfloat16)

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from resnetbk.optim import lr_scheduler_factory, param_groups, warmup_cosine
+from resnetbk.training.optim import lr_scheduler_factory, param_groups, warmup_cosine
 
 
 def test_schedule_shape():
@@ -41,7 +41,7 @@ def test_deepspeed_muon_stand_in_answers_not_muon_without_compiling(tmp_path):
 
     script = """
 import sys, torch
-from resnetbk.optim import stand_in_for_deepspeed_muon
+from resnetbk.training.workarounds import stand_in_for_deepspeed_muon
 stand_in_for_deepspeed_muon()
 import deepspeed.comm
 deepspeed.comm.get_rank = lambda *a, **k: 0  # is_zero_supported_optimizer logs on rank 0 only

@@ -7,8 +7,9 @@ import pytest
 
 from conftest import ROOT
 from resnetbk.config import ConfigError, load_config
-from resnetbk.ds_config import build_ds_config, resolve_batch, resolve_strategy
-from resnetbk.profiles import GPU, PROFILES, STRATEGIES, pick_profile, strategy_config, strategy_names, write_all
+from resnetbk.models import registry
+from resnetbk.training.ds_config import build_ds_config, resolve_batch, resolve_strategy
+from resnetbk.training.profiles import GPU, PROFILES, STRATEGIES, pick_profile, strategy_config, strategy_names, write_all
 
 T4 = GPU("Tesla T4", 15.0, 7.5)
 H100 = GPU("NVIDIA H100 80GB HBM3", 79.6, 9.0)
@@ -150,18 +151,24 @@ def test_each_profile_lists_its_strategies():
         assert profile.default_strategy in strategy_names(name)
 
 
-@pytest.mark.parametrize("arch", ["resnetbk", "gpt"])
+@pytest.mark.parametrize("arch", registry.names())
 def test_zero3_leaf_modules_are_the_model_blocks(arch):
     """DeepSpeed finds leaf modules by class name and skips a name that matches nothing, so a renamed block would
-    silently bring back the per-submodule hooks: every block, and nothing else, must match the committed name."""
+    silently bring back the per-submodule hooks: the run's DeepSpeed config names the family's block, and every
+    block, and nothing else, matches it. The JSON files leave the name to the run."""
     from deepspeed.runtime.zero.leaf_module_config import DeepSpeedZeroLeafModuleConfig
     from deepspeed.utils.z3_leaf_module import apply_zero_leaf_module_config
 
-    from resnetbk.config import ModelConfig
-    from resnetbk.model import CausalLM
+    from resnetbk.models.decoder import CausalLM
 
-    leaf = strategy_config("h100", "zero3")["zero_optimization"]["leaf_module"]
-    model = CausalLM(ModelConfig(arch=arch, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64, vocab_size=97,
-                                 max_seq_len=16))
+    assert "leaf_module" not in strategy_config("h100", "zero3")["zero_optimization"]
+    cfg = run_config(f"model.arch={arch}", "model.d_model=32", "model.n_layers=2", "model.n_heads=4",
+                     "model.ffn_hidden=64", "deepspeed.profile=h100", "deepspeed.strategy=zero3", "train.micro_batch=4",
+                     "train.global_batch=null", "train.grad_accum=1")
+    strategy = resolve_strategy(cfg, [H100])
+    resolve_batch(cfg, strategy, world_size=1)
+    leaf = build_ds_config(cfg, strategy, on_cuda=True, world_size=1)["zero_optimization"]["leaf_module"]
+    assert leaf == {"classes": [registry.get(arch).block_class_name]}
+    model = CausalLM(cfg.model)
     matched = apply_zero_leaf_module_config(model, DeepSpeedZeroLeafModuleConfig(**leaf))
     assert [id(m) for m in matched] == [id(b) for b in model.blocks]

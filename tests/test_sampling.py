@@ -19,7 +19,7 @@ from data_prep.difficulty import rarity, reference_loss, write_metrics
 from data_prep.shards import ShardWriter, write_manifest
 from resnetbk.config import DataConfig
 from resnetbk.data import IndexedShards, PackedSequences, ResumableSampler
-from resnetbk.sampling import Pacing, WindowSampler
+from resnetbk.data_selection import Pacing, WindowSampler
 
 VOCAB, EOS = 50, 2
 
@@ -240,7 +240,7 @@ def test_difficulty_command_writes_the_metrics_and_refuses_a_foreign_reference(k
     from safetensors.torch import save_file
 
     from resnetbk.config import ModelConfig
-    from resnetbk.model import CausalLM
+    from resnetbk.models.decoder import CausalLM
 
     model_cfg = OmegaConf.structured(ModelConfig(vocab_size=512, max_seq_len=64, d_model=32, n_layers=1, n_heads=2,
                                                  ffn_hidden=64, moe_experts=2, moe_top_k=1))

@@ -100,7 +100,7 @@ def test_strategies_give_the_same_loss_curve(strategy_runs, name):
 
 def run_probe(probe, ranks, tmp_path):
     out = tmp_path / f"{probe}.json"
-    proc = run_cli([*deepspeed_launcher(ranks), "tests/ds_probes.py", probe, "--out", str(out)],
+    proc = run_cli([*deepspeed_launcher(ranks), "tests/payloads/ds_probes.py", probe, "--out", str(out)],
                    env={"DEEPSPEED_TIMEOUT": "5"}, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())

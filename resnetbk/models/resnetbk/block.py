@@ -1,0 +1,25 @@
+"""The ResNet-BK block: x + BKMixer(norm(x)), then x + feed_forward(norm(x)) (the MoE by default)."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ...layers.bk_mixer import BKMixer
+from ...layers.common import AddRMSNorm
+from ..feed_forward import feed_forward, make_feed_forward
+
+
+class ResNetBKBlock(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.norm1, self.norm2 = AddRMSNorm(cfg.d_model), AddRMSNorm(cfg.d_model)
+        self.mixer = BKMixer(cfg.d_model, cfg.n_heads, values=cfg.bk_values, learned_z=cfg.bk_learned_z,
+                             im_z_min=cfg.bk_im_z_min, selective=cfg.bk_selective, value_gate=cfg.bk_value_gate,
+                             dropout=cfg.dropout)
+        self.moe, self.mlp = make_feed_forward(cfg)
+
+    def forward(self, x):
+        x, h = self.norm1(x)  # x passes through, so that its gradient and the norm's meet in one backward kernel
+        x, h = self.norm2(x, self.mixer(h))  # x + mixer(h), and its norm
+        y, balance_loss = feed_forward(self, h)
+        return x + y, balance_loss
