@@ -31,8 +31,12 @@ def construct_model(model_cfg, ds_config: dict):
     """
     import deepspeed
 
+    from ..models import registry
     from ..models.decoder import CausalLM
 
+    # The family's block module is imported here, not inside zero.Init: zero.Init replaces torch.Tensor.__new__, and
+    # torch._dynamo, first imported by the BK ops, refuses to initialise under that replacement (TypeError).
+    registry.get(model_cfg.arch).block_class()
     stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     with deepspeed.zero.Init(config_dict_or_path=ds_config, enabled=stage == 3):
         return CausalLM(model_cfg)
