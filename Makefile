@@ -7,7 +7,7 @@ DATA ?= data/kjv
 VOCAB ?= 32000
 WORKERS ?= $(shell nproc)
 
-.PHONY: install cpu-ops demo data-kjv data-docs data-c4 data-pile test tensorboard clean tiny small base 1b 3b 7b
+.PHONY: install cpu-ops demo data-kjv data-docs data-c4 data-pile test lint tensorboard clean tiny small base 1b 3b 7b
 
 install: $(VENV)/.installed
 
@@ -77,6 +77,10 @@ small base 1b 3b 7b: install
 TEST_WORKERS ?= 2
 test: cpu-ops
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+# ruff with the settings in pyproject.toml (line length 120); the tests run it too (tests/test_lint.py).
+lint: install
+	$(VENV)/bin/ruff check .
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs

@@ -22,30 +22,31 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
+    """The model. The BK mixer's keys (bk_*) are read by resnetbk; the faithful preset of the original paper is
+    n_heads=1, bk_learned_z=false, bk_selective=false, bk_values=0. The MoE keys (moe_*) are read where the blocks'
+    feed-forward is the MoE."""
+
     arch: str = "resnetbk"  # a registered model family (resnetbk/models/registry.py): "resnetbk", "gpt", ...
-    vocab_size: int = 4096
-    max_seq_len: int = 256
-    d_model: int = 256
-    n_layers: int = 4
+    vocab_size: int = 4096  # token embedding rows; at least the tokenizer's vocabulary
+    max_seq_len: int = 256  # the longest sequence the model takes (GPT's position table has this many rows)
+    d_model: int = 256  # width of the residual stream
+    n_layers: int = 4  # decoder blocks
     # resnetbk: independent BK systems per layer; gpt: attention heads (d_model must divide evenly).
     n_heads: int = 4
     ffn_hidden: int = 1024  # hidden width of the GPT MLP and of each MoE expert
-    # The feed-forward of every block: "moe" (the sparse MoE below) or "mlp" (dense); null: the family's own,
-    # moe for resnetbk and mlp for gpt. GPT with moe separates the mixer's effect from MoE sparsity.
+    # The feed-forward of every block: "moe" (the sparse MoE) or "mlp" (dense); null: the family's own, moe for
+    # resnetbk and mlp for gpt. GPT with moe separates the mixer's effect from MoE sparsity.
     feed_forward: Optional[str] = None
-    dropout: float = 0.0
-    # BK mixer. The faithful preset of the original paper is n_heads=1, bk_learned_z=false, bk_selective=false,
-    # bk_values=0.
+    dropout: float = 0.0  # on the embeddings, the mixers' and feed-forwards' outputs, attention weights
     bk_learned_z: bool = True  # z = x + i (softplus(y) + bk_im_z_min) per head, else z = i
-    bk_im_z_min: float = 1e-3  # float32 accuracy degrades as Im z -> 0 (design note)
+    bk_im_z_min: float = 1e-3  # the least Im z: float32 accuracy degrades as Im z -> 0 (docs/design.md)
     bk_selective: bool = False  # input-dependent couplings b_i = softplus(w . x_{i+1}) >= 0, else b_i = 1
-    # Value channels per head moved through the resolvent (its response to s = Linear(d, heads x bk_values) of
-    # the input, resnetbk/bk_response.py); 0: the diagonal g alone, as in the original paper.
+    # Value channels per head moved through the resolvent (its response to s = Linear(d, heads x bk_values) of the
+    # input, resnetbk/ops/bk_response.py); 0: the diagonal g alone, as in the original paper.
     bk_values: int = 16
     bk_value_gate: bool = False  # the response features times silu(Linear(d, 2 x heads x bk_values)(x))
-    # Sparse MoE feed-forward (with feed_forward = moe, resnetbk's default).
-    moe_experts: int = 4
-    moe_top_k: int = 2
+    moe_experts: int = 4  # experts per MoE layer
+    moe_top_k: int = 2  # experts each token is routed to
     moe_balance_coef: float = 0.01  # weight of the load-balancing loss added to the training loss
     # "native": this repo's dropless top-k MoE (exactly causal, any ZeRO stage). "deepspeed": DeepSpeed's MoE
     # layer (GShard gating, capacity, expert parallelism over moe_ep_size ranks), ZeRO stages 0-2 only.
@@ -59,19 +60,20 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    seq_len: int = 128
-    # Batch: global = micro_batch x grad_accum x ranks. Unset (null) values come from the DeepSpeed JSON
-    # (train_micro_batch_size_per_gpu, gradient_accumulation_steps), or grad_accum from global_batch.
-    micro_batch: Optional[int] = None  # per rank
-    grad_accum: Optional[int] = None
-    global_batch: Optional[int] = None
+    """The run. Batch: global = micro_batch x grad_accum x ranks; unset (null) values come from the DeepSpeed JSON
+    (train_micro_batch_size_per_gpu, gradient_accumulation_steps), or grad_accum from global_batch."""
+
+    seq_len: int = 128  # tokens per training sequence (at most model.max_seq_len)
+    micro_batch: Optional[int] = None  # sequences per rank and micro-step
+    grad_accum: Optional[int] = None  # micro-steps per optimizer step
+    global_batch: Optional[int] = None  # sequences per optimizer step, all ranks
     activation_checkpoint_interval: int = 0  # recompute every k-th block in backward (DeepSpeed); 0: off
     # Replay each block as a CUDA graph at the training shape (resnetbk/training/cuda_graphs.py); the trainer says
     # when a run cannot (ZeRO-3, activation checkpointing, ...) and keeps the blocks eager.
     cuda_graphs: bool = True
-    max_steps: int = 200
-    seed: int = 1234
-    log_interval: int = 10
+    max_steps: int = 200  # optimizer steps
+    seed: int = 1234  # initial weights, data order and dropout, the same on every rank
+    log_interval: int = 10  # steps between metrics.jsonl records
     eval_interval: int = 100  # a multiple of log_interval; the last step is always evaluated
     eval_max_batches: int = 0  # 0: the whole validation split
     # 0: save only at the end; -1: never (benchmarks: a 7B model's checkpoint is about 100 GB)
@@ -85,12 +87,14 @@ class TrainConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-3
+    """AdamW with a linear warmup, then a cosine decay to min_lr_ratio x lr."""
+
+    lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # cosine decay floor as a fraction of lr
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1e-8
+    warmup_steps: int = 20  # linear warmup updates
+    weight_decay: float = 0.1  # on matrices only (not norms, biases or z)
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW's
+    eps: float = 1e-8  # AdamW's
 
 
 # Difficulty metrics stored beside the shards by `python -m data_prep difficulty` (data_prep/difficulty.py).
@@ -101,9 +105,11 @@ ACTIVE_SCORES = ("loss", "entropy", "reducible")
 
 @dataclass
 class CurriculumConfig:
-    # Easiest-first sampling: at step s the batch is drawn from the easiest p(s) percent of the training
-    # windows by `metric`; p grows from start_percent to 100 on DeepSpeed's pacing `schedule`. null: off.
-    metric: Optional[str] = None  # length, rarity or ref_loss
+    """Easiest-first data selection: at step s the batch is drawn from the easiest p(s) percent of the training
+    windows by `metric`; p grows from start_percent to 100 on DeepSpeed's pacing `schedule`
+    (docs/data_selection.md)."""
+
+    metric: Optional[str] = None  # length, rarity or ref_loss; null: off
     schedule: str = "fixed_linear"  # fixed_linear, fixed_root or fixed_discrete
     start_percent: int = 10  # the pool at step 0, in percent of the training windows
     total_steps: int = 100  # fixed_linear / fixed_root: the step from which every window is in the pool
@@ -118,17 +124,20 @@ class CurriculumConfig:
 
 @dataclass
 class ActiveConfig:
-    # Online batch selection: each micro-step draws micro_batch / keep_fraction candidates per rank, scores them
-    # with the current model (one extra forward, no backward) and trains on the global top keep_fraction. null: off.
-    score: Optional[str] = None  # loss, entropy (predictive entropy) or reducible (loss - ref_loss, RHO-LOSS)
-    keep_fraction: float = 0.5
+    """Online batch selection: each micro-step draws micro_batch / keep_fraction candidates per rank, scores them
+    with the current model (one extra forward, no backward) and trains on the global top keep_fraction."""
+
+    score: Optional[str] = None  # loss, entropy (predictive entropy) or reducible (loss - ref_loss, RHO-LOSS); null: off
+    keep_fraction: float = 0.5  # the share of candidates trained on
 
 
 @dataclass
 class DataConfig:
+    """The token shards (`python -m data_prep`) and the tokenizer they were made with."""
+
     train: Any = MISSING  # a shard directory (from `python -m data_prep`), or a list of them to mix
     train_weights: List[float] = field(default_factory=list)  # one per train directory; empty: by size
-    val: str = MISSING
+    val: str = MISSING  # the validation shard directory
     tokenizer: str = MISSING  # SentencePiece model, for decoding samples
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     active: ActiveConfig = field(default_factory=ActiveConfig)
@@ -136,7 +145,8 @@ class DataConfig:
 
 @dataclass
 class DeepSpeedConfig:
-    # The engine strategy is ds_configs/<profile>/<strategy>.json, or the JSON file named by `config`.
+    """The engine strategy: ds_configs/<profile>/<strategy>.json, or the JSON file named by `config`."""
+
     profile: str = "auto"  # auto: from the GPUs (cpu without CUDA); or a name in resnetbk/training/profiles.py
     # zero1, zero2, zero3, zero2-offload, zero3-offload, zero3-offload-partial, zero3-nvme; null: the profile's default
     strategy: Optional[str] = None
@@ -146,26 +156,30 @@ class DeepSpeedConfig:
 
 @dataclass
 class SampleConfig:
-    prompt: str = "And God said"
-    max_new_tokens: int = 48
-    temperature: float = 0.8
-    top_k: int = 40  # 0: off
+    """The text generated at the end of a run."""
+
+    prompt: str = "And God said"  # the text the sample continues
+    max_new_tokens: int = 48  # 0: no sample
+    temperature: float = 0.8  # softmax temperature of the sampling
+    top_k: int = 40  # sample among the k most likely tokens; 0: off
     top_p: float = 1.0  # nucleus sampling; 1: off
 
 
 @dataclass
 class RunConfig:
+    """Where the run writes, and whether it continues an earlier one."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    run_dir: str = "runs/default"
+    run_dir: str = "runs/default"  # checkpoints, metrics, TensorBoard, summary and config of the run
     # "auto": continue from the newest complete checkpoint in run_dir, or start fresh when there is none;
     # "none": start fresh (refused when run_dir already holds a run); or a checkpoint tag directory.
     resume: str = "auto"
-    tb_enabled: bool = True
+    tb_enabled: bool = True  # TensorBoard events in run_dir/tensorboard
 
 
 def _one_line(e: Exception) -> str:

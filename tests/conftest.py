@@ -20,7 +20,6 @@ if not HAS_CUDA:
 from resnetbk.training.engine import free_port  # noqa: E402
 from resnetbk.training.workarounds import SHM_ALLREDUCE_BUFFER  # noqa: E402
 
-
 # The fused Triton kernels against float64 PyTorch: largest error relative to the largest reference value, per dtype
 # (tests/test_moe_triton.py, tests/test_norm_triton.py).
 KERNEL_TOLERANCE = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}

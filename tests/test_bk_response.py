@@ -7,13 +7,14 @@ inclusive values), padding past the end. With CUDA they run compiled, in float32
 
 import pytest
 import torch
-from conftest import HAS_CUDA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resnetbk import resolvent_response
 from resnetbk.ops import bk_response_triton
 from resnetbk.ops.bk_response import _reference_backward, _reference_forward
+
+from conftest import HAS_CUDA
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 Z_VALUES = [1j, 0.3 + 0.1j, -1.5 + 0.01j, 2.0 + 3.0j]

@@ -8,10 +8,11 @@ sizes the issue names.
 
 import pytest
 import torch
-from conftest import HAS_CUDA
 
 from resnetbk.ops import bk_triton
 from resnetbk.ops.bk_core import resolvent_diagonal
+
+from conftest import HAS_CUDA
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 

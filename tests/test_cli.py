@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import assert_one_line_error, data_args, deepspeed_launcher, run_cli
 from resnetbk.config import ConfigError, load_config
+
+from conftest import assert_one_line_error, data_args, deepspeed_launcher, run_cli
 
 
 def train(*args):

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 import torch
-from conftest import run_cli
 
 from resnetbk import build_model
 from resnetbk.config import ModelConfig
 from resnetbk.training.cuda_graphs import graph_blocks_unsupported
+
+from conftest import run_cli
 
 SMALL = dict(vocab_size=97, d_model=64, n_layers=2, n_heads=4, ffn_hidden=128, max_seq_len=256)
 

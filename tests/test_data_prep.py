@@ -8,12 +8,12 @@ import sys
 import pytest
 import zstandard
 
-from conftest import assert_one_line_error, run_cli
+from data_prep import kjv  # noqa: E402
 from data_prep.corpus import hash_fraction
 from data_prep.readers import Skips, read_documents
 from resnetbk.data import IndexedShards
 
-from data_prep import kjv  # noqa: E402
+from conftest import assert_one_line_error, run_cli
 
 DOCS = [text for _, text in kjv.iter_chapters("train")][:60]  # real text: chapters of the KJV
 

@@ -9,11 +9,12 @@ import sys
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
 from data_prep import debian_docs, kjv, prose
 from data_prep.debian_packages import Package, fetch, license_of
 from data_prep.prose.man_pages import ManError
 from data_prep.readers import InputError
+
+from conftest import assert_one_line_error, run_cli
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "docs")
 CHAPTERS = [text for _, text in kjv.iter_chapters("train")][:40]  # real prose to fill the fake packages

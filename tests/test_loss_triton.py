@@ -5,9 +5,10 @@ that rows span several blocks and end in a partial one."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HAS_CUDA
 
 from resnetbk.ops import loss_triton
+
+from conftest import HAS_CUDA
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 

@@ -5,10 +5,11 @@ with widths that are not multiples of the kernels' blocks."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HAS_CUDA, close
 
 from resnetbk.ops import moe_triton
 from resnetbk.ops.moe import sort_by_expert
+
+from conftest import HAS_CUDA, close
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 

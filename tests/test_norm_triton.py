@@ -5,10 +5,11 @@ two, and row counts that do not divide among the backward's programs and tiles."
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HAS_CUDA, close
 
-from resnetbk.ops import norm_triton
 from resnetbk.layers.common import AddRMSNorm
+from resnetbk.ops import norm_triton
+
+from conftest import HAS_CUDA, close
 
 DEVICE = "cuda" if HAS_CUDA else "cpu"
 EPS = 1e-6

@@ -5,11 +5,20 @@ import os
 
 import pytest
 
-from conftest import ROOT
 from resnetbk.config import ConfigError, load_config
 from resnetbk.models import registry
 from resnetbk.training.ds_config import build_ds_config, resolve_batch, resolve_strategy
-from resnetbk.training.profiles import GPU, PROFILES, STRATEGIES, pick_profile, strategy_config, strategy_names, write_all
+from resnetbk.training.profiles import (
+    GPU,
+    PROFILES,
+    STRATEGIES,
+    pick_profile,
+    strategy_config,
+    strategy_names,
+    write_all,
+)
+
+from conftest import ROOT
 
 T4 = GPU("Tesla T4", 15.0, 7.5)
 H100 = GPU("NVIDIA H100 80GB HBM3", 79.6, 9.0)

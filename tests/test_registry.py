@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from conftest import ROOT, TINY, cpu_strategy_json, data_args, deepspeed_launcher, read_metrics, run_cli
 from resnetbk.config import ConfigError, ModelConfig, validate_model
 from resnetbk.models import registry
 from resnetbk.models.counts import param_count
+
+from conftest import ROOT, TINY, cpu_strategy_json, data_args, deepspeed_launcher, read_metrics, run_cli
 
 FAMILIES = {"RESNETBK_FAMILIES": "families.shift",
             "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "tests"), os.environ.get("PYTHONPATH", "")])}

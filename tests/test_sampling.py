@@ -10,7 +10,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, deepspeed_launcher, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
@@ -20,6 +19,8 @@ from data_prep.shards import ShardWriter, write_manifest
 from resnetbk.config import DataConfig
 from resnetbk.data import IndexedShards, PackedSequences, ResumableSampler
 from resnetbk.data_selection import Pacing, WindowSampler
+
+from conftest import assert_one_line_error, deepspeed_launcher, run_cli
 
 VOCAB, EOS = 50, 2
 

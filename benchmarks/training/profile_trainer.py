@@ -22,7 +22,6 @@ import tempfile
 import torch
 
 from benchmarks.training.profile_step import timeline
-
 from resnetbk import train
 from resnetbk.training.trainer import Trainer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:

