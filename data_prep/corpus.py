@@ -116,7 +116,8 @@ def process(job: Job, tokenizer_sha256: str) -> dict:
 
     sp = spm.SentencePieceProcessor(model_file=job.tokenizer)
     name = f"{job.index:05d}"
-    writers = {s: ShardWriter(os.path.join(job.out, s), name, sp.get_piece_size(), sp.eos_id()) for s in ("train", "val")}
+    writers = {s: ShardWriter(os.path.join(job.out, s), name, sp.get_piece_size(), sp.eos_id())
+               for s in ("train", "val")}
     skips, subsets = Skips(), Counter()
     docs = Counter()
     text_bytes = 0

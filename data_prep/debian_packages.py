@@ -65,8 +65,9 @@ def apt_download(package: Package, directory: str) -> str:
 
 
 # Licenses named in prose (copyright files that are not machine-readable), as SPDX-style identifiers.
-_LICENSE_NAMES = ((r"GNU Free Documentation License", "GFDL"), (r"GNU Lesser General Public License|GNU Library General "
-                  r"Public License|Lesser General Public License", "LGPL"), (r"GNU General Public License", "GPL"),
+_LICENSE_NAMES = ((r"GNU Free Documentation License", "GFDL"),
+                  (r"GNU Lesser General Public License|GNU Library General "
+                   r"Public License|Lesser General Public License", "LGPL"), (r"GNU General Public License", "GPL"),
                   (r"Artistic License", "Artistic"), (r"public domain", "public-domain"))
 
 
@@ -91,7 +92,8 @@ def license_of(root: str, name: str) -> str:
     if m and not m.group(1).strip().startswith("<"):
         return m.group(1).strip()
     flat = " ".join(text.split())
-    found = [(m.start(), m.end(), ident) for pattern, ident in _LICENSE_NAMES for m in [re.search(pattern, flat, re.I)] if m]
+    found = [(m.start(), m.end(), ident) for pattern, ident in _LICENSE_NAMES
+             for m in [re.search(pattern, flat, re.I)] if m]
     if not found:
         return f"unknown (no license named in usr/share/doc/{name}/copyright)"
     _, end, ident = min(found)

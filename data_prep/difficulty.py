@@ -135,5 +135,6 @@ def _load_reference(reference: str, shards, device: str):
     except (ConfigError, OSError) as e:
         raise InputError(f"--reference: {e}") from None
     except Exception as e:  # safetensors and load_state_dict report a damaged or foreign file in their own types
-        raise InputError(f"--reference: {reference}: cannot load the model ({str(e).strip().splitlines()[0]})") from None
+        raise InputError(f"--reference: {reference}: cannot load the model "
+                         f"({str(e).strip().splitlines()[0]})") from None
     return model, {"seq_len": cfg.max_seq_len}

@@ -187,7 +187,8 @@ def _hf_documents(name: str, text_field: str, skips: Skips, max_chars: int, data
     try:
         stream = datasets.load_dataset(name, config, data_files=data_files or None, split=split, streaming=True)
     except Exception as e:  # datasets raises many types; all mean "cannot open this dataset"
-        raise InputError(f"{name}: cannot open with datasets ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise InputError(f"{name}: cannot open with datasets "
+                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     for number, record in enumerate(stream, 1):
         where = f"{name}:{number}"
         if text_field not in record:

@@ -115,7 +115,8 @@ class CurriculumConfig:
     total_steps: int = 100  # fixed_linear / fixed_root: the step from which every window is in the pool
     root_degree: int = 2  # fixed_root: p grows like (step / total_steps)^(1 / root_degree)
     discrete_percents: List[int] = field(default_factory=list)  # fixed_discrete: the pool of each stage
-    discrete_steps: List[int] = field(default_factory=list)  # fixed_discrete: the last step of each stage but the final one
+    # fixed_discrete: the last step of each stage but the final one
+    discrete_steps: List[int] = field(default_factory=list)
     # Sequence-length warm-up (DeepSpeed's seqlen curriculum): windows are cut to their first L(s) tokens,
     # L growing from seqlen_start to train.seq_len on the same schedule (fixed_linear / fixed_root). 0: off.
     seqlen_start: int = 0
@@ -127,7 +128,8 @@ class ActiveConfig:
     """Online batch selection: each micro-step draws micro_batch / keep_fraction candidates per rank, scores them
     with the current model (one extra forward, no backward) and trains on the global top keep_fraction."""
 
-    score: Optional[str] = None  # loss, entropy (predictive entropy) or reducible (loss - ref_loss, RHO-LOSS); null: off
+    # loss, entropy (predictive entropy) or reducible (loss - ref_loss, RHO-LOSS); null: off
+    score: Optional[str] = None
     keep_fraction: float = 0.5  # the share of candidates trained on
 
 
@@ -283,7 +285,8 @@ def _validate_data_selection(cfg: RunConfig) -> None:
         _check(list(c.discrete_steps) == sorted(set(c.discrete_steps)) and all(s >= 1 for s in c.discrete_steps),
                "data.curriculum.discrete_steps", "must be increasing steps >= 1")
     _check(c.seqlen_step >= 1, "data.curriculum.seqlen_step", "must be >= 1")
-    _check(0 <= c.seqlen_start <= seq_len, "data.curriculum.seqlen_start", f"must be in [0, train.seq_len={seq_len}] (0: off)")
+    _check(0 <= c.seqlen_start <= seq_len, "data.curriculum.seqlen_start",
+           f"must be in [0, train.seq_len={seq_len}] (0: off)")
     _check(not c.seqlen_start or c.schedule != "fixed_discrete", "data.curriculum.seqlen_start",
            "the sequence-length warm-up follows fixed_linear or fixed_root, not fixed_discrete")
     _check(a.score is None or a.score in ACTIVE_SCORES, "data.active.score",
@@ -309,15 +312,18 @@ def validate_model(m: ModelConfig) -> None:
            f"must be 'moe', 'mlp' or null (the family's own), got '{m.feed_forward}'")
     if registry.uses_moe(m):
         _check(m.moe_experts >= 1, "model.moe_experts", "must be >= 1")
-        _check(1 <= m.moe_top_k <= m.moe_experts, "model.moe_top_k", f"must be in [1, model.moe_experts={m.moe_experts}]")
+        _check(1 <= m.moe_top_k <= m.moe_experts, "model.moe_top_k",
+               f"must be in [1, model.moe_experts={m.moe_experts}]")
         _check(m.moe_balance_coef >= 0, "model.moe_balance_coef", "must be >= 0")
-        _check(m.moe_impl in ("native", "deepspeed"), "model.moe_impl", f"must be 'native' or 'deepspeed', got '{m.moe_impl}'")
+        _check(m.moe_impl in ("native", "deepspeed"), "model.moe_impl",
+               f"must be 'native' or 'deepspeed', got '{m.moe_impl}'")
         _check(m.moe_capacity_factor >= 0, "model.moe_capacity_factor", "must be >= 0 (0: no token dropped)")
         _check(m.moe_ep_size >= 1 and m.moe_experts % m.moe_ep_size == 0, "model.moe_ep_size",
                f"must divide model.moe_experts={m.moe_experts}")
         if m.moe_impl == "native":
             _check(m.moe_ep_size == 1, "model.moe_ep_size", "expert parallelism needs model.moe_impl=deepspeed")
-            _check(m.moe_capacity_factor == 0, "model.moe_capacity_factor", "is read only with model.moe_impl=deepspeed")
+            _check(m.moe_capacity_factor == 0, "model.moe_capacity_factor",
+                   "is read only with model.moe_impl=deepspeed")
         else:
             _check(m.moe_top_k in (1, 2), "model.moe_top_k", "DeepSpeed's MoE gate supports top-1 and top-2 only")
     problem = registry.first_problem(m)

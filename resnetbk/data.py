@@ -94,7 +94,8 @@ class IndexedShards:
     def difficulty(self, metric: str) -> np.ndarray:
         """The per-document values of a difficulty metric stored beside the shards (float64, document order)."""
         path = os.path.join(self.directory, DIFFICULTY_DIR, metric + ".npy")
-        how = f"python -m data_prep difficulty {self.directory}" + (" --reference EXPORT_DIR" if metric == "ref_loss" else "")
+        how = (f"python -m data_prep difficulty {self.directory}"
+               + (" --reference EXPORT_DIR" if metric == "ref_loss" else ""))
         if not os.path.isfile(path):
             raise DataError(f"{path}: metric '{metric}' not found beside the shards (write it with `{how}`)")
         try:
@@ -106,8 +107,8 @@ class IndexedShards:
             with open(info_path) as f:
                 counts = json.load(f).get("shards", {})
             if counts.get("tokens") not in (None, self.num_tokens):
-                raise DataError(f"{info_path}: computed for {counts['tokens']} tokens, the shards hold {self.num_tokens} "
-                                f"(stale: re-run `{how}`)")
+                raise DataError(f"{info_path}: computed for {counts['tokens']} tokens, "
+                                f"the shards hold {self.num_tokens} (stale: re-run `{how}`)")
         if values.shape != (len(self),) or not np.isfinite(values).all():
             raise DataError(f"{path}: expected {len(self)} finite values, one per document (stale? re-run `{how}`)")
         return values
@@ -259,7 +260,8 @@ class ResumableSampler:
         return self.consumed / self.n
 
 
-def eval_batches(n: int, micro_batch: int, rank: int, world: int, max_batches: int = 0) -> Iterator[tuple[np.ndarray, int]]:
+def eval_batches(n: int, micro_batch: int, rank: int, world: int,
+                 max_batches: int = 0) -> Iterator[tuple[np.ndarray, int]]:
     """Evaluation order for one rank: (indices, n_valid) per batch, samples 0..n-1 split evenly.
 
     Every rank yields the same number of batches (short ones are padded with sample 0 and n_valid

@@ -146,5 +146,6 @@ class WindowSampler:
         if self.seqlen_pacing is not None:
             parts.append(f"sequence length from {self.seqlen_pacing(0)}")
         if self.score_kind is not None:
-            parts.append(f"active learning ({self.score_kind}): top {self.micro_batch} of {self.pool} candidates per rank")
+            parts.append(f"active learning ({self.score_kind}): top {self.micro_batch} of {self.pool} "
+                         f"candidates per rank")
         return ", ".join(parts) or "uniform"

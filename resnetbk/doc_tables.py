@@ -76,8 +76,8 @@ def configuration_page() -> str:
     comments = field_comments()
     out = ["# Configuration", "",
            "Every key of a run config, its default and what it does (generated from resnetbk/config.py by "
-           "`python -m resnetbk.doc_tables`; a test keeps this page equal to the schema). A YAML file sets any of them, "
-           "and `key=value` on the command line overrides it; an unknown key, a wrong type or an impossible "
+           "`python -m resnetbk.doc_tables`; a test keeps this page equal to the schema). A YAML file sets any of "
+           "them, and `key=value` on the command line overrides it; an unknown key, a wrong type or an impossible "
            "combination stops the run before any work with one line naming the key.", ""]
     for section, cls in SECTIONS:
         out += [f"## `{section}`" if section else "## top level", "", " ".join((cls.__doc__ or "").split()), "",

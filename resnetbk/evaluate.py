@@ -86,9 +86,11 @@ def main(argv=None) -> int:
     from .exported import load_exported
 
     parser = argparse.ArgumentParser(prog="python -m resnetbk.evaluate",
-                                     description="Perplexity of an exported model (python -m resnetbk.export) on a shard directory.")
+                                     description="Perplexity of an exported model (python -m resnetbk.export) "
+                                                 "on a shard directory.")
     parser.add_argument("export_dir")
-    parser.add_argument("--data", required=True, help="shard directory made with the same tokenizer (python -m data_prep)")
+    parser.add_argument("--data", required=True,
+                        help="shard directory made with the same tokenizer (python -m data_prep)")
     parser.add_argument("--seq-len", type=int, help="window length (default: the model's max_seq_len)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-batches", type=int, default=0, help="0: every window of the directory")

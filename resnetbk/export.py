@@ -67,7 +67,8 @@ def export(tag_dir: str, out: str) -> str:
     expected = set(CausalLM(model_cfg).state_dict())  # every key, or the export is not loadable
     if set(state) != expected:
         missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise ConfigError(f"{tag_dir}: checkpoint keys do not match the model (missing {missing[:3]}, extra {extra[:3]})")
+        raise ConfigError(f"{tag_dir}: checkpoint keys do not match the model "
+                          f"(missing {missing[:3]}, extra {extra[:3]})")
     os.makedirs(out, exist_ok=True)
     save_file(state, os.path.join(out, WEIGHTS), metadata={"format": "pt", "source": os.path.abspath(tag_dir)})
     with open(os.path.join(out, CONFIG), "w") as f:

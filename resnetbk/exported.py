@@ -20,7 +20,8 @@ def load_exported(export_dir: str, device="cpu"):
 
     for name in (WEIGHTS, CONFIG, TOKENIZER):
         if not os.path.isfile(os.path.join(export_dir, name)):
-            raise ConfigError(f"{export_dir}: not an export directory (no {name}; make one with python -m resnetbk.export)")
+            raise ConfigError(f"{export_dir}: not an export directory "
+                              f"(no {name}; make one with python -m resnetbk.export)")
     cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(os.path.join(export_dir, CONFIG)).model)
     model = CausalLM(cfg)
     model.load_state_dict(load_file(os.path.join(export_dir, WEIGHTS), device="cpu"))

@@ -21,8 +21,9 @@ def parse_args(argv):
     parser.add_argument("--config", help="YAML run config (see configs/)")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
     parser.add_argument("--dry-run", action="store_true",
-                        help="check the config, data and DeepSpeed strategy for WORLD_SIZE ranks (default 1), print the "
-                             "resolved DeepSpeed config, and exit; the launch scripts run this before starting ranks")
+                        help="check the config, data and DeepSpeed strategy for WORLD_SIZE ranks (default 1), "
+                             "print the resolved DeepSpeed config, and exit; the launch scripts run this before "
+                             "starting ranks")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.max_steps=50")
     return parser.parse_args(argv)
 

@@ -38,7 +38,8 @@ def dense_reference(a, b, z, s, causal):
 
 
 def rel_err(x, ref):
-    return 0.0 if ref.numel() == 0 else ((x.to(torch.complex128).cpu() - ref.cpu()).abs().max() / ref.abs().max()).item()
+    return 0.0 if ref.numel() == 0 else ((x.to(torch.complex128).cpu() - ref.cpu()).abs().max()
+                                         / ref.abs().max()).item()
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 17, 256])
@@ -207,7 +208,8 @@ def test_kernels_do_not_depend_on_which_chunks_finished_first(kernel_sizes):
     outs = []
     for lookback_test in (0, 1, 2):
         y = bk_response_triton.response_forward(g, b, s, torch.float32, lookback_test=lookback_test, **kernel_sizes)
-        grads = bk_response_triton.response_backward(g, b, s, y, ybar, True, lookback_test=lookback_test, **kernel_sizes)
+        grads = bk_response_triton.response_backward(g, b, s, y, ybar, True, lookback_test=lookback_test,
+                                                     **kernel_sizes)
         outs.append((y, *grads))
     for other in outs[1:]:
         assert all(torch.equal(x, y) for x, y in zip(outs[0], other))
@@ -257,6 +259,7 @@ def test_kernels_at_model_sizes_on_gpu(n, c):
     assert rel_err(torch.view_as_complex(y), y_ref) < 1e-4
     grad_g, grad_b, grad_s = bk_response_triton.response_backward(g.to(torch.complex64), b.float(), s.float(), y,
                                                                   ybar.float(), True)
-    for got, want in ((grad_g, grads_ref[0]), (grad_s.double(), grads_ref[2]), (grad_b[..., 1:].double(), grads_ref[1][..., 1:])):
+    for got, want in ((grad_g, grads_ref[0]), (grad_s.double(), grads_ref[2]),
+                      (grad_b[..., 1:].double(), grads_ref[1][..., 1:])):
         assert rel_err(got, want) < 1e-4
 

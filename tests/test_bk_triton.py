@@ -33,14 +33,17 @@ def compare(n, im_z, constant_b, causal, rows=(3, 2), seed=0):
     gen = torch.Generator().manual_seed(seed)
     a = torch.empty(*rows, n, dtype=torch.float64).uniform_(-4, 4, generator=gen)
     b = 1.3 if constant_b else 2 * torch.rand(*rows, max(n - 1, 0), dtype=torch.float64, generator=gen)
-    z = torch.complex(torch.randn(rows[-1], dtype=torch.float64, generator=gen), torch.full((rows[-1],), im_z, dtype=torch.float64))
-    w = torch.complex(torch.randn(*rows, n, dtype=torch.float64, generator=gen), torch.randn(*rows, n, dtype=torch.float64, generator=gen))
+    z = torch.complex(torch.randn(rows[-1], dtype=torch.float64, generator=gen),
+                      torch.full((rows[-1],), im_z, dtype=torch.float64))
+    w = torch.complex(torch.randn(*rows, n, dtype=torch.float64, generator=gen),
+                      torch.randn(*rows, n, dtype=torch.float64, generator=gen))
     errors = []
     grads = []
     for dtype, backend in ((torch.float64, "reference"), (torch.float32, "triton")):
         a_ = a.to(DEVICE, dtype).detach().clone().requires_grad_()
         b_ = b if constant_b else b.to(DEVICE, dtype).detach().clone().requires_grad_()
-        z_ = z.to(DEVICE, torch.complex128 if dtype == torch.float64 else torch.complex64).detach().clone().requires_grad_()
+        z_ = z.to(DEVICE,
+                  torch.complex128 if dtype == torch.float64 else torch.complex64).detach().clone().requires_grad_()
         g = resolvent_diagonal(a_, b_, z_, causal=causal, backend=backend)
         (g * w.to(DEVICE, g.dtype)).real.sum().backward()
         grads.append([g.detach(), a_.grad, z_.grad] + ([] if constant_b else [b_.grad]))
@@ -71,7 +74,8 @@ def test_model_layout_is_read_in_place_and_written_in_the_same_order():
     b = (2 * torch.rand(2, 16, 4, generator=gen)).to(DEVICE).transpose(1, 2)
     z = torch.complex(torch.zeros(4), torch.full((4,), 0.5)).to(DEVICE)
     g = resolvent_diagonal(a, b, z, backend="triton")
-    ref = resolvent_diagonal(a.contiguous().double(), b.contiguous().double(), z.to(torch.complex128), backend="reference")
+    ref = resolvent_diagonal(a.contiguous().double(), b.contiguous().double(), z.to(torch.complex128),
+                             backend="reference")
     assert rel(torch.view_as_real(g), torch.view_as_real(ref)) < 1e-5
     assert g.transpose(1, 2).is_contiguous()  # (B, N, h) memory order, so the mixer's features are a view
 

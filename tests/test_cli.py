@@ -99,8 +99,8 @@ def test_bad_deepspeed_json(capfd, tmp_path, kjv_data, content, fragment):
     path = tmp_path / "ds.json"
     path.write_text(json.dumps(content))
     data = data_args(kjv_data)
-    assert_one_line_error(train_here(capfd, "--config", "configs/tiny.yaml", *data, f"deepspeed.config={path}"), str(path),
-                          fragment)
+    assert_one_line_error(train_here(capfd, "--config", "configs/tiny.yaml", *data, f"deepspeed.config={path}"),
+                          str(path), fragment)
 
 
 def test_shipped_configs_load():

@@ -111,8 +111,9 @@ def test_trainer_with_graphed_blocks_logs_the_eager_loss_curve(kjv_data, tmp_pat
                         f"data.train={kjv_data}/train", f"data.val={kjv_data}/val",
                         f"data.tokenizer={kjv_data}/tokenizer.model", "model.vocab_size=512",
                         "deepspeed.profile=h100", "deepspeed.strategy=zero2", "train.micro_batch=8",
-                        "train.grad_accum=2", "train.max_steps=12", "optim.warmup_steps=2", "train.log_interval=1", "train.eval_interval=12",
-                        "train.eval_max_batches=4", "train.save_interval=-1", "sample.max_new_tokens=4",
+                        "train.grad_accum=2", "train.max_steps=12", "optim.warmup_steps=2", "train.log_interval=1",
+                        "train.eval_interval=12", "train.eval_max_batches=4", "train.save_interval=-1",
+                        "sample.max_new_tokens=4",
                         f"train.cuda_graphs={graphs}", f"run_dir={run_dir}"], env={"DS_ACCELERATOR": "cuda"})
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert ("cuda graphs: 4 blocks at micro-batch 8 x 128" in proc.stdout) == (graphs == "true")

@@ -54,13 +54,15 @@ def test_formats_are_read(tmp_path):
     write_c4(tmp_path / "a.json.gz", [{"text": "one", "url": "u"}, {"text": "two"}])
     assert [d.text for d in read_documents(str(tmp_path / "a.json.gz"), "c4", skips)] == ["one", "two"]
     write_pile(tmp_path / "00.jsonl.zst", [[{"text": "a", "meta": {"pile_set_name": "Pile-CC"}}],
-                                            [{"text": "b", "meta": {"pile_set_name": "ArXiv"}}, {"text": "c", "meta": {}}]])
+                                            [{"text": "b", "meta": {"pile_set_name": "ArXiv"}},
+                                             {"text": "c", "meta": {}}]])
     docs = list(read_documents(str(tmp_path / "00.jsonl.zst"), "pile", skips))
     assert [(d.text, d.subset) for d in docs] == [("a", "Pile-CC"), ("b", "ArXiv"), ("c", "unknown")]
     (tmp_path / "x.jsonl").write_text(json.dumps({"body": "field"}) + "\n")
     assert [d.text for d in read_documents(str(tmp_path / "x.jsonl"), "jsonl", skips, text_field="body")] == ["field"]
     (tmp_path / "t.txt").write_text("first para\nstill first\n\n\nsecond\n")
-    assert [d.text for d in read_documents(str(tmp_path / "t.txt"), "text", skips)] == ["first para\nstill first", "second"]
+    assert ([d.text for d in read_documents(str(tmp_path / "t.txt"), "text", skips)]
+            == ["first para\nstill first", "second"])
     assert not skips.counts
 
 
@@ -95,8 +97,8 @@ def test_truncated_archives_stop_with_the_file_named(tmp_path, kjv_data, kind):
 
 def test_empty_glob_and_unwritable_output(tmp_path, kjv_data, c4_files):
     tok = str(kjv_data / "tokenizer.model")
-    assert_one_line_error(data_prep("shards", "--format", "c4", "--input", str(tmp_path / "none*.gz"), "--tokenizer", tok,
-                                    "--out", str(tmp_path / "o")), "none*.gz", "no input file")
+    assert_one_line_error(data_prep("shards", "--format", "c4", "--input", str(tmp_path / "none*.gz"),
+                                    "--tokenizer", tok, "--out", str(tmp_path / "o")), "none*.gz", "no input file")
     blocker = tmp_path / "file"
     blocker.write_text("a file where a directory should go")
     assert_one_line_error(data_prep("shards", "--format", "c4", "--input", str(c4_files[0]), "--tokenizer", tok,
@@ -161,8 +163,8 @@ def test_pile_subsets_across_frames(tmp_path, kjv_data):
     write_pile(path, [[{"text": t, "meta": {"pile_set_name": "Pile-CC"}} for t in DOCS[:30]],
                       [{"text": t, "meta": {"pile_set_name": "Github"}} for t in DOCS[30:]]])
     out = tmp_path / "out"
-    assert data_prep("shards", "--format", "pile", "--input", str(path), "--tokenizer", str(kjv_data / "tokenizer.model"),
-                     "--out", str(out)).returncode == 0
+    assert data_prep("shards", "--format", "pile", "--input", str(path),
+                     "--tokenizer", str(kjv_data / "tokenizer.model"), "--out", str(out)).returncode == 0
     m = json.load(open(out / "manifest.json"))
     assert m["subsets"] == {"Github": 30, "Pile-CC": 30} and m["documents"] == 60
 

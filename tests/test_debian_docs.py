@@ -36,7 +36,8 @@ def test_html_keeps_prose_and_code_and_drops_navigation():
     assert lines[0] == "Ring buffers"  # the heading, without its pilcrow link
     assert ("A ring buffer keeps the most recent N items in a fixed block of memory: when it is full, the oldest "
             "item is overwritten.") in lines  # a paragraph reflowed onto one line, inline markup dropped
-    code = "struct ring *r = ring_new(64);\nfor (int i = 0; i < n; i++)\n    ring_push(r, items[i]);   /* never blocks */"
+    code = ("struct ring *r = ring_new(64);\nfor (int i = 0; i < n; i++)\n"
+            "    ring_push(r, items[i]);   /* never blocks */")
     assert code in text  # code keeps its lines, indentation and spacing; entities decoded
     assert "Function | Cost" in lines and "ring_push | constant time" in lines
     assert "Usage" in lines and "The capacity is fixed at creation & cannot grow." in lines
@@ -112,7 +113,8 @@ def html_page(title, text):
 
 
 def info_file(chapters):
-    nodes = "".join(f"\x1f\nFile: book.info,  Node: Chapter {i},  Up: Top\n\n{text}\n\n" for i, text in enumerate(chapters))
+    nodes = "".join(f"\x1f\nFile: book.info,  Node: Chapter {i},  Up: Top\n\n{text}\n\n"
+                    for i, text in enumerate(chapters))
     return "preamble\n\n" + nodes + "\x1f\nTag Table:\n\x1f\nEnd Tag Table\n"
 
 
@@ -202,7 +204,8 @@ def test_pipeline_is_deterministic_resumable_and_records_each_package(tmp_path, 
     assert html["skipped"] == {"duplicate": 1, "short": 1, "unparsable_man": 2}
     assert html["skipped_first"]["unparsable_man"].startswith("fake-html-doc/usr/share/man/man3/b")
     assert info["pages"] == {"info": 2} and info["documents"] == 21  # 20 chapters and ring.info's Overview node
-    assert info["skipped"] == {"short": 1} and info["skipped_first"]["short"] == "fake-info/usr/share/info/ring.info#Top"
+    assert (info["skipped"] == {"short": 1}
+            and info["skipped_first"]["short"] == "fake-info/usr/share/info/ring.info#Top")
     assert sum(p["tokens"]["train"] + p["tokens"]["val"] for p in first["packages"]) == first["tokens"]
     assert first["splits"]["val"]["documents"] > 0 and first["splits"]["train"]["documents"] > 0
 

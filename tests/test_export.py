@@ -48,16 +48,17 @@ def test_export_and_evaluate_errors_are_one_line(kjv_data, tmp_path):
                           "neither a checkpoint tag directory nor a run directory")
     assert_one_line_error(run_cli([sys.executable, "-m", "resnetbk.evaluate", str(tmp_path), "--data",
                                    f"{kjv_data}/val"]), "not an export directory")
-    assert_one_line_error(run_cli([sys.executable, "-m", "resnetbk.generate", str(tmp_path), "--top-p", "0"]), "--top-p")
+    assert_one_line_error(run_cli([sys.executable, "-m", "resnetbk.generate", str(tmp_path), "--top-p", "0"]),
+                          "--top-p")
 
 
 @pytest.mark.distributed
 @pytest.mark.parametrize("strategy", ["zero2", "zero3"])
 def test_resume_on_one_rank_through_the_universal_checkpoint(kjv_data, strategy_runs, tmp_path, strategy):
     run_dir, config = strategy_runs[strategy]
-    proc = run_cli([sys.executable, "-m", "resnetbk.train", "--config", "configs/tiny.yaml", *data_args(kjv_data), *TINY,
-                    *STRATEGY_RUN, f"deepspeed.config={config}", f"resume={run_dir / 'checkpoints' / 'step00000006'}",
-                    f"run_dir={tmp_path}"])
+    proc = run_cli([sys.executable, "-m", "resnetbk.train", "--config", "configs/tiny.yaml", *data_args(kjv_data),
+                    *TINY, *STRATEGY_RUN, f"deepspeed.config={config}",
+                    f"resume={run_dir / 'checkpoints' / 'step00000006'}", f"run_dir={tmp_path}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "converting it to DeepSpeed's universal checkpoint" in proc.stdout
     two, one = read_metrics(run_dir)[6:], read_metrics(tmp_path)

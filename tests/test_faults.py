@@ -130,8 +130,8 @@ def test_a_fresh_run_refuses_a_run_dir_that_holds_checkpoints(kjv_data, tmp_path
 # Single-rank runs of tests/payloads/fault_injection.py: the trainer with NaN losses or out-of-memory errors injected.
 
 def inject(kjv, run_dir, env, *extra):
-    return run_cli([sys.executable, "tests/payloads/fault_injection.py", "--config", "configs/tiny.yaml", *data_args(kjv),
-                    *TINY, "train.max_steps=10", "train.log_interval=1", "train.eval_interval=10",
+    return run_cli([sys.executable, "tests/payloads/fault_injection.py", "--config", "configs/tiny.yaml",
+                    *data_args(kjv), *TINY, "train.max_steps=10", "train.log_interval=1", "train.eval_interval=10",
                     f"run_dir={run_dir}", *extra], env=env)
 
 
@@ -173,7 +173,8 @@ def oom_run_beside_plain(kjv, tmp_path, fault_env, *plain_batch):
 
 
 def test_out_of_memory_at_start_up_halves_the_micro_batch(kjv_data, tmp_path):
-    out = oom_run_beside_plain(kjv_data, tmp_path, {"FAULT_OOM_ABOVE": "2"}, "train.micro_batch=2", "train.grad_accum=4")
+    out = oom_run_beside_plain(kjv_data, tmp_path, {"FAULT_OOM_ABOVE": "2"}, "train.micro_batch=2",
+                               "train.grad_accum=4")
     assert "out of memory at micro-batch 8: retrying with micro-batch 4 x accumulation 2 (global batch 8" in out
     assert "out of memory at micro-batch 4: retrying with micro-batch 2 x accumulation 4 (global batch 8" in out
 

@@ -48,6 +48,7 @@ def make_dry_run(*args) -> str:
 def test_make_targets_pair_each_scale_with_its_preset():
     for scale in ("small", "base", "1b", "3b", "7b"):
         line = make_dry_run(scale, "PROFILE=h100", "NGPUS=4", "ARGS=train.max_steps=5")
-        assert "NGPUS=4" in line and f"launch/local.sh configs/{scale}.yaml deepspeed.profile=h100 train.max_steps=5" in line
+        assert ("NGPUS=4" in line
+                and f"launch/local.sh configs/{scale}.yaml deepspeed.profile=h100 train.max_steps=5" in line)
     line = make_dry_run("7b", "HOSTFILE=hosts")
     assert "launch/multinode.sh configs/7b.yaml" in line and "HOSTFILE=hosts" in line

@@ -1,6 +1,6 @@
-"""The fused cross-entropy (resnetbk/ops/loss_triton.py) against F.cross_entropy in float64, forward and backward. Without
-CUDA it runs through Triton's interpreter (TRITON_INTERPRET=1, set in conftest) with a short vocabulary block, so
-that rows span several blocks and end in a partial one."""
+"""The fused cross-entropy (resnetbk/ops/loss_triton.py) against F.cross_entropy in float64, forward and backward.
+Without CUDA it runs through Triton's interpreter (TRITON_INTERPRET=1, set in conftest) with a short vocabulary
+block, so that rows span several blocks and end in a partial one."""
 
 import pytest
 import torch

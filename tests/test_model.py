@@ -101,7 +101,8 @@ def test_param_count_from_the_config_matches_the_model(arch, extra):
     from resnetbk.models.counts import param_count, training_flops_per_token
 
     model = build_model(arch, vocab_size=97, max_seq_len=32, d_model=48, n_layers=3, n_heads=4, ffn_hidden=80, **extra)
-    cfg = ModelConfig(arch=arch, vocab_size=97, max_seq_len=32, d_model=48, n_layers=3, n_heads=4, ffn_hidden=80, **extra)
+    cfg = ModelConfig(arch=arch, vocab_size=97, max_seq_len=32, d_model=48, n_layers=3, n_heads=4, ffn_hidden=80,
+                      **extra)
     assert param_count(cfg) == sum(p.numel() for p in model.parameters())
     flops = training_flops_per_token(cfg, 32)
     assert flops > 6 * 97 * 48  # at least the LM head

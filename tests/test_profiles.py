@@ -91,8 +91,8 @@ def test_autodetected_strategy_and_batch_derivation():
     resolve_batch(cfg, strategy, world_size=4)  # micro-batch from the JSON (16), accumulation 1
     assert (cfg.train.micro_batch, cfg.train.grad_accum, cfg.train.global_batch) == (16, 1, 64)
 
-    cfg = run_config("deepspeed.profile=rtx10", "deepspeed.strategy=null", "train.micro_batch=2", "train.grad_accum=null",
-                     "train.global_batch=64")
+    cfg = run_config("deepspeed.profile=rtx10", "deepspeed.strategy=null", "train.micro_batch=2",
+                     "train.grad_accum=null", "train.global_batch=64")
     strategy = resolve_strategy(cfg, [GPU("NVIDIA GeForce RTX 3060", 12.0, 8.6)])
     assert strategy.path.endswith("rtx10/zero2-offload.json")
     resolve_batch(cfg, strategy, world_size=2)
@@ -110,7 +110,8 @@ def test_overlap_comm_is_turned_off_only_for_one_rank_of_zero_1_or_2(strategy, w
     resolved = resolve_strategy(cfg, [H100])
     resolve_batch(cfg, resolved, world_size=world)
     assert resolved.config["zero_optimization"]["overlap_comm"] is True  # the JSON keeps DeepSpeed's multi-GPU setting
-    assert build_ds_config(cfg, resolved, on_cuda=True, world_size=world)["zero_optimization"]["overlap_comm"] is overlap
+    assert (build_ds_config(cfg, resolved, on_cuda=True, world_size=world)["zero_optimization"]["overlap_comm"]
+            is overlap)
 
 
 @pytest.mark.parametrize("overrides,gpus,fragment", [

@@ -226,7 +226,8 @@ def test_difficulty_command_writes_the_metrics_and_refuses_a_foreign_reference(k
     split = tmp_path / "train"
     shutil.copytree(kjv_data / "train", split)
     info = write_metrics(str(split), None, None, 8, "cpu")
-    assert set(info["metrics"]) == {"length", "rarity"} and info["shards"]["documents"] == len(IndexedShards(str(split)))
+    assert (set(info["metrics"]) == {"length", "rarity"}
+            and info["shards"]["documents"] == len(IndexedShards(str(split))))
     export = tmp_path / "export"
     os.makedirs(export)
     (export / "model.safetensors").write_bytes(b"")

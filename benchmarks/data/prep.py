@@ -47,9 +47,11 @@ def main():
     try:
         per_file = -(-len(docs) // args.files)
         for k in range(args.files):
-            with gzip.open(os.path.join(work, f"c4-train.{k:05d}-of-{args.files:05d}.json.gz"), "wt", encoding="utf-8") as f:
+            with gzip.open(os.path.join(work, f"c4-train.{k:05d}-of-{args.files:05d}.json.gz"), "wt",
+                           encoding="utf-8") as f:
                 for i, d in enumerate(docs[k * per_file:(k + 1) * per_file]):
-                    f.write(json.dumps({"text": d, "timestamp": "2019-04-25T00:00:00Z", "url": f"https://example.org/{k}/{i}"}) + "\n")
+                    f.write(json.dumps({"text": d, "timestamp": "2019-04-25T00:00:00Z",
+                                        "url": f"https://example.org/{k}/{i}"}) + "\n")
         sp = spm.SentencePieceProcessor(model_file=tok)
         # Best of --repeats: this 2-core machine's timings vary by 20% or more from run to run.
         # Raw encode uses the same batches of ENCODE_BATCH documents as the pipeline.
@@ -60,7 +62,8 @@ def main():
                 sp.encode(docs[lo:lo + ENCODE_BATCH], num_threads=1)
             raw_times.append(time.perf_counter() - t0)
         raw = text_mb / min(raw_times)
-        print(f"corpus {text_mb:.1f} MB of text in {len(docs):,} documents, {args.files} files; raw encode {raw:.2f} MB/s", flush=True)
+        print(f"corpus {text_mb:.1f} MB of text in {len(docs):,} documents, {args.files} files; "
+              f"raw encode {raw:.2f} MB/s", flush=True)
         inputs = sorted(os.path.join(work, f) for f in os.listdir(work) if f.endswith(".json.gz"))
         rows = []
         for workers in (1, 2):
@@ -87,13 +90,15 @@ def main():
         print(f"  loader: batch of 8 x 1024 tokens in {fetch_ms:.3f} ms (median of 50)", flush=True)
     finally:
         shutil.rmtree(work)
-    report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "repeats": args.repeats, "text_MB": text_mb, "documents": len(docs),
-              "files": args.files, "raw_encode_MBps": raw, "end_to_end": rows, "loader_batch_8x1024_ms": fetch_ms}
+    report = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "repeats": args.repeats, "text_MB": text_mb,
+              "documents": len(docs), "files": args.files, "raw_encode_MBps": raw, "end_to_end": rows,
+              "loader_batch_8x1024_ms": fetch_ms}
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     print(f"\n{'workers':>7} | {'MB/s':>6} | {'MB/s/worker':>11} | vs raw encode ({raw:.2f} MB/s, 1 thread)")
     for r in rows:
-        print(f"{r['workers']:>7} | {r['MBps']:6.2f} | {r['MBps_per_worker']:11.2f} | {r['per_worker_vs_raw_encode']:.0%}")
+        print(f"{r['workers']:>7} | {r['MBps']:6.2f} | {r['MBps_per_worker']:11.2f} | "
+              f"{r['per_worker_vs_raw_encode']:.0%}")
     print(f"loader: {fetch_ms:.3f} ms per 8 x 1024-token batch\nwrote {args.out}")
 
 

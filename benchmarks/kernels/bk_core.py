@@ -60,7 +60,8 @@ def make_inputs(n_pos: int, layout: str, per_position_b: bool, gen: torch.Genera
     else:
         B = rows // HEADS
         a = torch.empty(B, n_pos, HEADS, device="cuda").uniform_(-4, 4, generator=gen).transpose(1, 2)
-        b = (2 * torch.rand(B, n_pos - 1, HEADS, device="cuda", generator=gen)).transpose(1, 2) if per_position_b else 1.0
+        b = ((2 * torch.rand(B, n_pos - 1, HEADS, device="cuda", generator=gen)).transpose(1, 2) if per_position_b
+             else 1.0)
     z = torch.complex(torch.zeros(a.shape[1], device="cuda"), torch.full((a.shape[1],), im_z, device="cuda"))
     return a, b, z
 
@@ -91,15 +92,16 @@ def kernel_rows(quick: bool):
         bb_in, bb_out = (20, 8) if per_pos else (16, 4)
         floor_f = floor_ms(fb_in, fb_out, ELEMENTS)
         floor_b = floor_ms(bb_in, bb_out, ELEMENTS)
-        row = {"N": n_pos, "rows": ELEMENTS // n_pos, "layout": layout, "couplings": "per-position" if per_pos else "constant",
-               "im_z": im_z, "certified": certified,
+        row = {"N": n_pos, "rows": ELEMENTS // n_pos, "layout": layout,
+               "couplings": "per-position" if per_pos else "constant", "im_z": im_z, "certified": certified,
                "fwd_ms": fwd, "fwd_floor_ms": floor_f, "fwd_x_floor": fwd / floor_f,
                "fwd_GBps": (fb_in + fb_out) * ELEMENTS / fwd / 1e6,
                "bwd_ms": bwd, "bwd_floor_ms": floor_b, "fwdbwd_ms": fwd + bwd,
                "fwdbwd_x_floor": (fwd + bwd) / (floor_f + floor_b)}
         results.append(row)
-        print(f"  N={n_pos:>6} {layout:>5} {row['couplings']:>12} Im z {im_z}: fwd {fwd:.3f} ms ({row['fwd_x_floor']:.2f}x floor "
-              f"{floor_f:.3f}, {certified:.0%} certified), fwd+bwd {fwd + bwd:.3f} ms ({row['fwdbwd_x_floor']:.2f}x floor)", flush=True)
+        print(f"  N={n_pos:>6} {layout:>5} {row['couplings']:>12} Im z {im_z}: fwd {fwd:.3f} ms "
+              f"({row['fwd_x_floor']:.2f}x floor {floor_f:.3f}, {certified:.0%} certified), "
+              f"fwd+bwd {fwd + bwd:.3f} ms ({row['fwdbwd_x_floor']:.2f}x floor)", flush=True)
     return results
 
 
@@ -156,8 +158,9 @@ def response_rows(quick: bool):
                "fwdbwd_x_floor": (fwd + bwd) / (floor_f + floor_b),
                "fwd_GBps": (fwd_in + fwd_out) * ELEMENTS / fwd / 1e6}
         out.append(row)
-        print(f"  response N={n_pos:>6} C={c:>2} {row['dtype']:>8}: fwd {fwd:.3f} ms ({row['fwd_x_floor']:.2f}x floor), "
-              f"fwd+bwd {fwd + bwd:.3f} ms ({row['fwdbwd_x_floor']:.2f}x floor)", flush=True)
+        print(f"  response N={n_pos:>6} C={c:>2} {row['dtype']:>8}: fwd {fwd:.3f} ms "
+              f"({row['fwd_x_floor']:.2f}x floor), fwd+bwd {fwd + bwd:.3f} ms ({row['fwdbwd_x_floor']:.2f}x floor)",
+              flush=True)
     return out
 
 
@@ -183,8 +186,8 @@ def response_sweep_rows():
                 bw = do_bench(lambda: bk_response_triton.response_backward(g, b_prev, s, y, ybar, True, chunk, tile),
                               return_mode="median")
                 out.append({"N": n_pos, "C": c, "tile": tile, "chunk": chunk or "auto", "fwd_ms": f, "bwd_ms": bw})
-                print(f"  response sweep N={n_pos:>6} tile {tile:>3} chunk {chunk or 'auto':>4}: fwd {f:.3f} bwd {bw:.3f}",
-                      flush=True)
+                print(f"  response sweep N={n_pos:>6} tile {tile:>3} chunk {chunk or 'auto':>4}: "
+                      f"fwd {f:.3f} bwd {bw:.3f}", flush=True)
     return out
 
 
@@ -268,18 +271,19 @@ def main():
         json.dump(report, f, indent=2)
 
     print("\nBK-Core Triton kernels, 64M elements (times in ms; floor = streaming kernel moving the same bytes)")
-    print(f"{'N':>6} {'layout':>6} {'couplings':>12} {'Im z':>5} {'cert':>5} | {'fwd':>7} {'floor':>7} {'x':>5} {'GB/s':>6} | "
-          f"{'fwd+bwd':>8} {'floor':>7} {'x':>5}")
+    print(f"{'N':>6} {'layout':>6} {'couplings':>12} {'Im z':>5} {'cert':>5} | "
+          f"{'fwd':>7} {'floor':>7} {'x':>5} {'GB/s':>6} | {'fwd+bwd':>8} {'floor':>7} {'x':>5}")
     for r in report["kernels"]:
-        print(f"{r['N']:>6} {r['layout']:>6} {r['couplings']:>12} {r['im_z']:>5} {r['certified']:5.0%} | {r['fwd_ms']:7.3f} "
-              f"{r['fwd_floor_ms']:7.3f} {r['fwd_x_floor']:5.2f} {r['fwd_GBps']:6.0f} | {r['fwdbwd_ms']:8.3f} "
-              f"{r['bwd_floor_ms'] + r['fwd_floor_ms']:7.3f} {r['fwdbwd_x_floor']:5.2f}")
+        print(f"{r['N']:>6} {r['layout']:>6} {r['couplings']:>12} {r['im_z']:>5} {r['certified']:5.0%} | "
+              f"{r['fwd_ms']:7.3f} {r['fwd_floor_ms']:7.3f} {r['fwd_x_floor']:5.2f} {r['fwd_GBps']:6.0f} | "
+              f"{r['fwdbwd_ms']:8.3f} {r['bwd_floor_ms'] + r['fwd_floor_ms']:7.3f} {r['fwdbwd_x_floor']:5.2f}")
     print("\nBK response kernels, 64M elements = rows x N x C, per-position couplings (ms)")
-    print(f"{'N':>6} {'C':>3} {'dtype':>8} | {'fwd':>7} {'floor':>7} {'x':>5} {'GB/s':>6} | {'fwd+bwd':>8} {'floor':>7} {'x':>5}")
+    print(f"{'N':>6} {'C':>3} {'dtype':>8} | {'fwd':>7} {'floor':>7} {'x':>5} {'GB/s':>6} | "
+          f"{'fwd+bwd':>8} {'floor':>7} {'x':>5}")
     for r in report["response"]:
-        print(f"{r['N']:>6} {r['C']:>3} {r['dtype']:>8} | {r['fwd_ms']:7.3f} {r['fwd_floor_ms']:7.3f} {r['fwd_x_floor']:5.2f} "
-              f"{r['fwd_GBps']:6.0f} | {r['fwd_ms'] + r['bwd_ms']:8.3f} {r['fwd_floor_ms'] + r['bwd_floor_ms']:7.3f} "
-              f"{r['fwdbwd_x_floor']:5.2f}")
+        print(f"{r['N']:>6} {r['C']:>3} {r['dtype']:>8} | {r['fwd_ms']:7.3f} {r['fwd_floor_ms']:7.3f} "
+              f"{r['fwd_x_floor']:5.2f} {r['fwd_GBps']:6.0f} | {r['fwd_ms'] + r['bwd_ms']:8.3f} "
+              f"{r['fwd_floor_ms'] + r['bwd_floor_ms']:7.3f} {r['fwdbwd_x_floor']:5.2f}")
     print("\nPyTorch reference (Python loop), same 64M elements, constant couplings")
     for r in report["reference"]:
         print(f"N={r['N']:>6}: fwd {r['ref_fwd_ms']:.1f} ms, fwd+bwd {r['ref_fwdbwd_ms']:.1f} ms")

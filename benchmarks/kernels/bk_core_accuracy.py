@@ -24,8 +24,10 @@ def errors(n, im_z, causal, device, rows=2, seed=0):
     gen = torch.Generator().manual_seed(seed + n)
     a = torch.empty(rows, n, dtype=torch.float64).uniform_(-4, 4, generator=gen)
     b = 2 * torch.rand(rows, max(n - 1, 0), dtype=torch.float64, generator=gen)
-    z = torch.complex(torch.randn(rows, dtype=torch.float64, generator=gen), torch.full((rows,), im_z, dtype=torch.float64))
-    w = torch.complex(torch.randn(rows, n, dtype=torch.float64, generator=gen), torch.randn(rows, n, dtype=torch.float64, generator=gen))
+    z = torch.complex(torch.randn(rows, dtype=torch.float64, generator=gen),
+                      torch.full((rows,), im_z, dtype=torch.float64))
+    w = torch.complex(torch.randn(rows, n, dtype=torch.float64, generator=gen),
+                      torch.randn(rows, n, dtype=torch.float64, generator=gen))
     out = []
     for dtype, backend in ((torch.float64, "reference"), (torch.float32, "triton")):
         cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
@@ -59,8 +61,8 @@ def main():
                 t0 = time.time()
                 e = errors(n, im_z, causal, device)
                 rows.append({"N": n, "im_z": im_z, "mode": "causal" if causal else "bidirectional", **e})
-                print(f"N={n:>6} Im z={im_z:<5} {rows[-1]['mode']:>13}: " + " ".join(f"{k} {v:.1e}" for k, v in e.items())
-                      + f"  ({time.time() - t0:.0f} s)", flush=True)
+                print(f"N={n:>6} Im z={im_z:<5} {rows[-1]['mode']:>13}: "
+                      + " ".join(f"{k} {v:.1e}" for k, v in e.items()) + f"  ({time.time() - t0:.0f} s)", flush=True)
     worst = max(max(r[k] for k in ("g", "grad_a", "grad_b", "grad_z")) for r in rows)
     at = max(rows, key=lambda r: max(r[k] for k in ("g", "grad_a", "grad_b", "grad_z")))
     print(f"\nworst relative error: {worst:.2e} (N={at['N']}, Im z={at['im_z']}, {at['mode']})")

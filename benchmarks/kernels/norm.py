@@ -1,6 +1,7 @@
-"""The blocks' residual add + RMSNorm on a GPU: PyTorch ops against the fused Triton kernels (resnetbk/ops/norm_triton.py),
-and against Liger-Kernel's LigerFusedAddRMSNorm when liger-kernel is installed (not a dependency of this repository),
-forward and forward + backward, with the bandwidth each reaches. Prints a table and writes JSON.
+"""The blocks' residual add + RMSNorm on a GPU: PyTorch ops against the fused Triton kernels
+(resnetbk/ops/norm_triton.py), and against Liger-Kernel's LigerFusedAddRMSNorm when liger-kernel is installed (not a
+dependency of this repository), forward and forward + backward, with the bandwidth each reaches. Prints a table and
+writes JSON.
 
     python -m benchmarks.kernels.norm [--out norm_kernel.json]
 

@@ -72,7 +72,8 @@ def matched_width(arm: str, match: str, overrides: list) -> tuple[int, int, int]
 
     def params(name: str, width=None) -> int:
         config, extra = ARMS[name]
-        return param_count(load_config(config, [*extra, *overrides, *([f"model.ffn_hidden={width}"] if width else [])]).model)
+        return param_count(load_config(config, [*extra, *overrides,
+                                                *([f"model.ffn_hidden={width}"] if width else [])]).model)
 
     from resnetbk.models.registry import uses_moe
 
@@ -91,7 +92,8 @@ def matched_width(arm: str, match: str, overrides: list) -> tuple[int, int, int]
 def interval(diffs: list) -> tuple:
     """Mean and 95% t-interval half-width of paired differences."""
     mean = statistics.mean(diffs)
-    half = T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    half = (T95.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1
+            else math.nan)
     return mean, half
 
 

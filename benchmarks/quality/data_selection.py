@@ -72,7 +72,8 @@ def summarize(runs: list[dict], arms: list[str], target: float, why: str) -> lis
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         print(f"{arm:<20} {row['steps']:>5} {row['final_val_loss_mean']:>9.4f} ± {row['final_val_loss_std']:.4f} "
               f"{row['flops_mean'] / 1e12:>7.1f} {row['scoring_share']:>7.1%} {row['reached']:>3}/{row['runs']:<3} "
-              f"{fmt(row['tokens_to_target'], ',.0f'):>16} {fmt(row['flops_to_target'] and row['flops_to_target'] / 1e12, '.1f'):>15} "
+              f"{fmt(row['tokens_to_target'], ',.0f'):>16} "
+              f"{fmt(row['flops_to_target'] and row['flops_to_target'] / 1e12, '.1f'):>15} "
               f"{fmt(row['sec_to_target'], '.0f'):>11}")
     return summary
 
@@ -124,8 +125,8 @@ def main() -> int:
     ref_metrics = read_metrics(ref_dir)
     reference = {"steps": a.ref_steps, "flops": ref_metrics[-1]["flops"], "val_loss": ref_metrics[-1]["val_loss"],
                  "wall_sec": time.time() - started}
-    print(f"reference: {a.ref_steps} steps, val loss {reference['val_loss']:.4f}, {reference['flops'] / 1e12:.1f} TFLOP "
-          f"(incl. export and difficulty: {reference['wall_sec']:.0f} s)", flush=True)
+    print(f"reference: {a.ref_steps} steps, val loss {reference['val_loss']:.4f}, {reference['flops'] / 1e12:.1f} "
+          f"TFLOP (incl. export and difficulty: {reference['wall_sec']:.0f} s)", flush=True)
 
     # 2. The arms.
     runs = []
@@ -145,8 +146,9 @@ def main() -> int:
             records = read_metrics(run_dir)
             curve = [{k: r.get(k) for k in ("step", "tokens", "flops", "elapsed_sec", "val_loss")}
                      for r in records if "val_loss" in r]
-            runs.append({"arm": arm, "seed": seed, "steps": steps, "curve": curve, "final_val_loss": curve[-1]["val_loss"],
-                         "flops": records[-1]["flops"], "scoring_flops": records[-1].get("scoring_flops", 0.0),
+            runs.append({"arm": arm, "seed": seed, "steps": steps, "curve": curve,
+                         "final_val_loss": curve[-1]["val_loss"], "flops": records[-1]["flops"],
+                         "scoring_flops": records[-1].get("scoring_flops", 0.0),
                          "scoring_sec": records[-1].get("scoring_sec", 0.0), "wall_sec": records[-1]["elapsed_sec"]})
             print(f"{arm:<20} seed {seed}: {steps} steps, final val loss {runs[-1]['final_val_loss']:.4f}, "
                   f"{runs[-1]['flops'] / 1e12:.1f} TFLOP, {runs[-1]['wall_sec']:.0f} s", flush=True)

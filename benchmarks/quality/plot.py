@@ -64,7 +64,8 @@ def main() -> int:
         tokens = [t / 1e6 for t, *_ in curve]
         line, = ax.plot(tokens, [m for _, m, _, _ in curve], label=f"{LABELS.get(arm, arm)} (lr {lr:g})",
                         linestyle="--" if arm.startswith("gpt") else "-")
-        ax.fill_between(tokens, [lo for *_, lo, _ in curve], [hi for *_, hi in curve], color=line.get_color(), alpha=0.15)
+        ax.fill_between(tokens, [lo for *_, lo, _ in curve], [hi for *_, hi in curve], color=line.get_color(),
+                        alpha=0.15)
         print(f"{arm} lr {lr:g}: " + "  ".join(f"{t:,}: {m:.4f}" for t, m, _, _ in curve))
     save(fig, ax, a.out, a.title, "training tokens (millions)", "validation loss (nats)")
     return 0

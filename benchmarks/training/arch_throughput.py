@@ -5,8 +5,8 @@ length, same data, trainer and ZeRO stage. Prints a table and writes JSON.
         data.train=... data.val=... data.tokenizer=...
 
 Each (preset, arm, sequence length) is one `deepspeed --num_gpus 1` run of configs/<preset>.yaml or
-configs/<preset>-gpt.yaml with the arm's overrides (ARMS; benchmarks/training/ds_strategies.py does the run and the reading
-of metrics.jsonl); the first arm, GPT by default, is the one the others are compared with. Every
+configs/<preset>-gpt.yaml with the arm's overrides (ARMS; benchmarks/training/ds_strategies.py does the run and the
+reading of metrics.jsonl); the first arm, GPT by default, is the one the others are compared with. Every
 run trains on the same number of tokens per micro-step (--tokens-per-micro-step / sequence length sequences).
 The trainer halves a micro-batch that does not fit, so the table reports the micro-batch actually used.
 GPT's learned position table grows with max_seq_len (set to the sequence length when it exceeds the preset's).
@@ -32,7 +32,8 @@ ARMS = {  # name: (config name from the preset, overrides)
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", default="small,base")
-    p.add_argument("--arms", default="gpt,resnetbk", help=f"comma-separated, the first is the baseline: {', '.join(ARMS)}")
+    p.add_argument("--arms", default="gpt,resnetbk",
+                   help=f"comma-separated, the first is the baseline: {', '.join(ARMS)}")
     p.add_argument("--seq-lens", default="1024,4096,16384")
     p.add_argument("--tokens-per-micro-step", type=int, default=32768)
     p.add_argument("--strategy", default="zero2")
@@ -55,8 +56,8 @@ def main() -> int:
             baseline = None
             for arch in arms:
                 name, extra = ARMS[arch]
-                args = SimpleNamespace(config=f"configs/{name.format(preset=preset)}.yaml", steps=a.steps, log_interval=10,
-                                       work_dir=os.path.join(a.work_dir, f"{preset}-{arch}-{seq}"),
+                args = SimpleNamespace(config=f"configs/{name.format(preset=preset)}.yaml", steps=a.steps,
+                                       log_interval=10, work_dir=os.path.join(a.work_dir, f"{preset}-{arch}-{seq}"),
                                        overrides=[*a.overrides, *extra, f"train.seq_len={seq}",
                                                   f"model.max_seq_len={max(seq, 2048)}", f"train.micro_batch={micro}",
                                                   f"train.global_batch={micro}"])
@@ -68,7 +69,8 @@ def main() -> int:
                         row["tokens_per_sec"] / baseline["tokens_per_sec"]
                 # Rewritten after every run: a time limit that stops the sweep keeps the rows measured so far.
                 with open(a.out, "w") as f:
-                    json.dump({"strategy": a.strategy, "steps": a.steps, "tokens_per_micro_step": a.tokens_per_micro_step,
+                    json.dump({"strategy": a.strategy, "steps": a.steps,
+                               "tokens_per_micro_step": a.tokens_per_micro_step,
                                "overrides": a.overrides, "rows": rows}, f, indent=2)
                 if not row["ok"]:
                     print(f"{preset:<8} {arch:<18} {seq:>6} FAILED: {row['error']}", flush=True)

@@ -71,8 +71,8 @@ def main() -> int:
     args = parser.parse_args()
 
     rows = []
-    header = (f"{'GPUs':>4} {'strategy':<14} {'tok/s':>10} {'tok/s/GPU':>10} {'scaling':>8} {'TFLOP/s/GPU':>11} {'MFU':>6} "
-              f"{'GPU GiB':>8} {'resv GiB':>8} {'host GiB':>8} {'loss':>7} {'vs 1st':>8} {'wall s':>7}")
+    header = (f"{'GPUs':>4} {'strategy':<14} {'tok/s':>10} {'tok/s/GPU':>10} {'scaling':>8} {'TFLOP/s/GPU':>11} "
+              f"{'MFU':>6} {'GPU GiB':>8} {'resv GiB':>8} {'host GiB':>8} {'loss':>7} {'vs 1st':>8} {'wall s':>7}")
     print(header, flush=True)
     first = {}  # strategy -> its row at the first GPU count
     for strategy in args.strategies.split(","):
@@ -86,10 +86,11 @@ def main() -> int:
                                                  if same_batches else None)
                 mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "-"
                 diff = f"{row['max_loss_diff_vs_first']:.4f}" if same_batches else "-"
-                print(f"{ngpus:>4} {strategy:<14} {row['tokens_per_sec']:>10,.0f} {row['tokens_per_sec_per_gpu']:>10,.0f} "
-                      f"{row['scaling_per_gpu']:>8.1%} {row['tflops_per_gpu']:>11.1f} {mfu:>6} {row['max_allocated_gib']:>8.1f} "
-                      f"{row['max_reserved_gib']:>8.1f} {row['host_rss_gib']:>8.1f} {row['final_loss']:>7.3f} {diff:>8} "
-                      f"{row['wall_sec']:>7.0f}", flush=True)
+                print(f"{ngpus:>4} {strategy:<14} {row['tokens_per_sec']:>10,.0f} "
+                      f"{row['tokens_per_sec_per_gpu']:>10,.0f} {row['scaling_per_gpu']:>8.1%} "
+                      f"{row['tflops_per_gpu']:>11.1f} {mfu:>6} {row['max_allocated_gib']:>8.1f} "
+                      f"{row['max_reserved_gib']:>8.1f} {row['host_rss_gib']:>8.1f} {row['final_loss']:>7.3f} "
+                      f"{diff:>8} {row['wall_sec']:>7.0f}", flush=True)
             else:
                 print(f"{ngpus:>4} {strategy:<14} FAILED: {row['error']}", flush=True)
             rows.append(row)

@@ -90,7 +90,8 @@ def main() -> int:
     print(f"{'killed after step':>20} {'resumed from':>14} {'same steps':>10} {'max |dloss|':>12} {'bitwise':>8}")
     print(f"{killed_after:>20} {resumed_from:>14} {str(same_steps):>10} {result['max_abs_loss_diff']:>12.3g} "
           f"{str(result['bitwise_equal']):>8}")
-    print(f"export evaluated without DeepSpeed: {result['export_eval']} (training run's val loss {summary['val_loss']:.6f})")
+    print(f"export evaluated without DeepSpeed: {result['export_eval']} "
+          f"(training run's val loss {summary['val_loss']:.6f})")
     return 0
 
 

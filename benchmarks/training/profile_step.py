@@ -2,7 +2,8 @@
 GPU sat idle in each phase of the step, the longest idle gaps, and the operators whose kernels took the most
 GPU time; writes JSON.
 
-    python -m benchmarks.training.profile_step --config configs/small.yaml --micro-batch 32 --seq-len 1024 --out prof.json
+    python -m benchmarks.training.profile_step --config configs/small.yaml --micro-batch 32 --seq-len 1024 \\
+        --out prof.json
 
 --engine: the step the trainer takes (DeepSpeed engine from ds_configs/h100/zero2.json, FusedAdam:
 forward, backward, optimizer step) instead of the model alone (forward and backward, no optimizer).
@@ -16,7 +17,8 @@ says why).
 --cuda-graphs: each block replayed as CUDA graphs (resnetbk/training/cuda_graphs.py), as the trainer does by default.
 Random tokens (a different draw on each rank). One process on one GPU, or with --engine one per GPU under a
 launcher, to see what data parallelism adds to the step (rank 0 reports; micro-batch per GPU):
-    torchrun --nproc_per_node 2 -m benchmarks.training.profile_step --engine --config configs/small.yaml --out prof2.json
+    torchrun --nproc_per_node 2 -m benchmarks.training.profile_step --engine --config configs/small.yaml \\
+        --out prof2.json
 
 GPU busy time is the union of kernel and memory-copy intervals in the profiled steps' trace, so nothing is
 counted twice; idle = wall - busy, attributed to the phase (forward, backward, optimizer) the CPU was in when
@@ -251,13 +253,14 @@ def main() -> int:
     peak_allocated, peak_reserved = torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
     what = (f"{world} GPUs, rank 0: " if world > 1 else "") + (
         "engine: forward, backward, optimizer step" if a.engine else "model: forward+backward, no optimizer") + (
-        ", blocks compiled" if a.compile else "") + (", CUDA graphs" if a.cuda_graphs else "") + "".join(f", {o}" for o in a.ds) + (
-        ", DeepSpeed's gradient checks" if a.deepspeed_checks else "")
-    print(f"{a.config}: micro-batch {a.micro_batch} x {a.seq_len} ({what}): {tok_per_s:,.0f} tokens/s per GPU; a step takes "
-          f"{wall_ms:.1f} ms; first 3 steps {warmup_s:.0f} s; peak {peak_allocated:.1f} GiB allocated, "
+        ", blocks compiled" if a.compile else "") + (", CUDA graphs" if a.cuda_graphs else "") + "".join(
+        f", {o}" for o in a.ds) + (", DeepSpeed's gradient checks" if a.deepspeed_checks else "")
+    print(f"{a.config}: micro-batch {a.micro_batch} x {a.seq_len} ({what}): {tok_per_s:,.0f} tokens/s per GPU; "
+          f"a step takes {wall_ms:.1f} ms; first 3 steps {warmup_s:.0f} s; peak {peak_allocated:.1f} GiB allocated, "
           f"{peak_reserved:.1f} GiB reserved")
     print(f"profiled ({n} steps, per step): wall {tl['wall_ms'] / n:.1f} ms, GPU busy {tl['gpu_busy_ms'] / n:.1f} ms, "
-          f"idle {tl['gpu_idle_ms'] / n:.1f} ms: " + ", ".join(f"{k} {v / n:.1f}" for k, v in tl["idle_ms_by_phase"].items())
+          f"idle {tl['gpu_idle_ms'] / n:.1f} ms: "
+          + ", ".join(f"{k} {v / n:.1f}" for k, v in tl["idle_ms_by_phase"].items())
           + " | CPU time per phase: " + ", ".join(f"{k} {v / n:.1f}" for k, v in tl["cpu_ms_by_phase"].items()))
     print("longest idle gaps (ms, phase, the op whose kernel ended it): " + "; ".join(
         f"{g['idle_ms']:.2f} {g['phase']} {g['next_kernel_from'][:40]}" for g in tl["longest_gaps"][:8]))

@@ -73,8 +73,8 @@ class Element:
                 if isinstance(child, str):
                     total += len(child.strip())
                 elif not child.dropped():
-                    t, l = child.sizes()
-                    total, links = total + t, links + l
+                    t, link_chars = child.sizes()
+                    total, links = total + t, links + link_chars
             if self.tag == "a" and "href" in self.attrs:
                 links = total
             elif self.tag == "pre":

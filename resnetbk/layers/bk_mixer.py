@@ -56,7 +56,8 @@ class BKMixer(Monitored):
 
     def spectral_shift(self) -> torch.Tensor:
         if self.z_re is None:
-            return torch.ones(self.potential.out_features, dtype=torch.float32, device=self.potential.weight.device) * 1j
+            return torch.ones(self.potential.out_features, dtype=torch.float32,
+                              device=self.potential.weight.device) * 1j
         return torch.complex(self.z_re.float(), F.softplus(self.z_im_raw.float()) + self.im_z_min)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

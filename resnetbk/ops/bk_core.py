@@ -141,7 +141,8 @@ def _as_z_tensor(z, batch_shape: torch.Size, a: torch.Tensor) -> torch.Tensor:
     try:
         return torch.broadcast_to(zt, batch_shape)
     except RuntimeError:
-        raise ValueError(f"z of shape {tuple(zt.shape)} does not broadcast to the batch shape {tuple(batch_shape)} of a") from None
+        raise ValueError(f"z of shape {tuple(zt.shape)} does not broadcast to the batch shape "
+                         f"{tuple(batch_shape)} of a") from None
 
 
 def _coupling_squares(b, a: torch.Tensor):
@@ -157,7 +158,8 @@ def _coupling_squares(b, a: torch.Tensor):
     try:
         b = torch.broadcast_to(b, a.shape[:-1] + (n - 1,))
     except RuntimeError:
-        raise ValueError(f"b of shape {tuple(b.shape)} does not broadcast to a's batch shape {tuple(a.shape[:-1])}") from None
+        raise ValueError(f"b of shape {tuple(b.shape)} does not broadcast to a's batch shape "
+                         f"{tuple(a.shape[:-1])}") from None
     beta = torch.zeros_like(a)  # same memory order as a: the kernels then read both the same way
     beta[..., 1:] = b * b
     return beta

@@ -163,7 +163,8 @@ def _shifted_couplings(b, a: torch.Tensor):
     try:
         b = torch.broadcast_to(b.to(a.dtype), a.shape[:-1] + (n - 1,))
     except RuntimeError:
-        raise ValueError(f"b of shape {tuple(b.shape)} does not broadcast to the batch shape {tuple(a.shape[:-1])}") from None
+        raise ValueError(f"b of shape {tuple(b.shape)} does not broadcast to the batch shape "
+                         f"{tuple(a.shape[:-1])}") from None
     b_prev = torch.zeros_like(a)  # a's memory order: the kernels read a, b and s the same way
     b_prev[..., 1:] = b
     return b_prev
@@ -181,7 +182,8 @@ def diagonal_and_response(a: torch.Tensor, b, z, s: torch.Tensor, out_dtype: tor
 
 # Outside torch.compile graphs, as resolvent_diagonal.
 @torch.compiler.disable
-def resolvent_response(a: torch.Tensor, b, z, s: torch.Tensor, causal: bool = True, backend: str = "auto") -> torch.Tensor:
+def resolvent_response(a: torch.Tensor, b, z, s: torch.Tensor, causal: bool = True,
+                       backend: str = "auto") -> torch.Tensor:
     """The resolvent of the tridiagonal H(a, b) at spectral shift z applied to the sources s, shape (..., N, C).
 
     a: real (..., N) diagonal. b: real (..., N-1) couplings or a Python float (constant coupling).
@@ -207,7 +209,8 @@ def resolvent_response(a: torch.Tensor, b, z, s: torch.Tensor, causal: bool = Tr
     try:
         batch = torch.broadcast_shapes(a.shape[:-1], s.shape[:-2])
     except RuntimeError:
-        raise ValueError(f"s of shape {tuple(s.shape)} does not broadcast to a's batch shape {tuple(a.shape[:-1])}") from None
+        raise ValueError(f"s of shape {tuple(s.shape)} does not broadcast to a's batch shape "
+                         f"{tuple(a.shape[:-1])}") from None
     a = a.to(dtype).expand(*batch, n)
     s = s.to(dtype).expand(*batch, n, s.shape[-1])
     zt = _as_z_tensor(z, batch, a)

@@ -26,10 +26,10 @@ the error stays near the diagonal's. tests/test_bk_response.py measures it down 
 
 Programs take tickets from an atomic counter in an order where everything a program waits for holds an earlier
 ticket, so waiting cannot deadlock. A flag covers a whole tile, stored by every thread of the program and raised
-by one: a barrier comes before raising it and after reading it (CUB's decoupled look-back does the same). Under TRITON_INTERPRET=1 programs run one after another; LOOKBACK_TEST hides
-published inclusive values so that the tests walk the look-back over aggregates. Complex values are (re, im)
-float pairs; y and its gradient are real pairs in the output dtype (the mixer's compute dtype), so the mixer's
-features are a view of the kernel's output.
+by one: a barrier comes before raising it and after reading it (CUB's decoupled look-back does the same). Under
+TRITON_INTERPRET=1 programs run one after another; LOOKBACK_TEST hides published inclusive values so that the tests
+walk the look-back over aggregates. Complex values are (re, im) float pairs; y and its gradient are real pairs in
+the output dtype (the mixer's compute dtype), so the mixer's features are a view of the kernel's output.
 """
 
 from __future__ import annotations

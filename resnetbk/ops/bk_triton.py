@@ -359,22 +359,38 @@ def _bwd_outputs(g_row, u_row, b_row, da_row, db_row, mur, mui, rows, rmask, sta
     zsi = tl.zeros([BLOCK_ROWS], tl.float32)
     for j0 in range(0, CHUNK, 8):  # loads of 8 positions written out before their stores, as forward
         i = start + CHUNK - 1 - j0
-        g0r, g0i, u0r, u0i, n0 = _adj_load(g_row, u_row, b_row, i, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
-        g1r, g1i, u1r, u1i, n1 = _adj_load(g_row, u_row, b_row, i - 1, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
-        g2r, g2i, u2r, u2i, n2 = _adj_load(g_row, u_row, b_row, i - 2, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
-        g3r, g3i, u3r, u3i, n3 = _adj_load(g_row, u_row, b_row, i - 3, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
-        g4r, g4i, u4r, u4i, n4 = _adj_load(g_row, u_row, b_row, i - 4, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
-        g5r, g5i, u5r, u5i, n5 = _adj_load(g_row, u_row, b_row, i - 5, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
-        g6r, g6i, u6r, u6i, n6 = _adj_load(g_row, u_row, b_row, i - 6, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
-        g7r, g7i, u7r, u7i, n7 = _adj_load(g_row, u_row, b_row, i - 7, rows, rmask, N, s_gn, s_un, s_bn, beta_const, HAS_BETA)
-        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i, s_dn, s_en, g0r, g0i, u0r, u0i, n0, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
-        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 1, s_dn, s_en, g1r, g1i, u1r, u1i, n1, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
-        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 2, s_dn, s_en, g2r, g2i, u2r, u2i, n2, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
-        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 3, s_dn, s_en, g3r, g3i, u3r, u3i, n3, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
-        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 4, s_dn, s_en, g4r, g4i, u4r, u4i, n4, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
-        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 5, s_dn, s_en, g5r, g5i, u5r, u5i, n5, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
-        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 6, s_dn, s_en, g6r, g6i, u6r, u6i, n6, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
-        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 7, s_dn, s_en, g7r, g7i, u7r, u7i, n7, mur, mui, zsr, zsi, rows, rmask, N, HAS_BETA)
+        g0r, g0i, u0r, u0i, n0 = _adj_load(g_row, u_row, b_row, i, rows, rmask, N, s_gn, s_un, s_bn,
+                                           beta_const, HAS_BETA)
+        g1r, g1i, u1r, u1i, n1 = _adj_load(g_row, u_row, b_row, i - 1, rows, rmask, N, s_gn, s_un, s_bn,
+                                           beta_const, HAS_BETA)
+        g2r, g2i, u2r, u2i, n2 = _adj_load(g_row, u_row, b_row, i - 2, rows, rmask, N, s_gn, s_un, s_bn,
+                                           beta_const, HAS_BETA)
+        g3r, g3i, u3r, u3i, n3 = _adj_load(g_row, u_row, b_row, i - 3, rows, rmask, N, s_gn, s_un, s_bn,
+                                           beta_const, HAS_BETA)
+        g4r, g4i, u4r, u4i, n4 = _adj_load(g_row, u_row, b_row, i - 4, rows, rmask, N, s_gn, s_un, s_bn,
+                                           beta_const, HAS_BETA)
+        g5r, g5i, u5r, u5i, n5 = _adj_load(g_row, u_row, b_row, i - 5, rows, rmask, N, s_gn, s_un, s_bn,
+                                           beta_const, HAS_BETA)
+        g6r, g6i, u6r, u6i, n6 = _adj_load(g_row, u_row, b_row, i - 6, rows, rmask, N, s_gn, s_un, s_bn,
+                                           beta_const, HAS_BETA)
+        g7r, g7i, u7r, u7i, n7 = _adj_load(g_row, u_row, b_row, i - 7, rows, rmask, N, s_gn, s_un, s_bn,
+                                           beta_const, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i, s_dn, s_en, g0r, g0i, u0r, u0i, n0, mur, mui, zsr, zsi,
+                                       rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 1, s_dn, s_en, g1r, g1i, u1r, u1i, n1, mur, mui, zsr, zsi,
+                                       rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 2, s_dn, s_en, g2r, g2i, u2r, u2i, n2, mur, mui, zsr, zsi,
+                                       rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 3, s_dn, s_en, g3r, g3i, u3r, u3i, n3, mur, mui, zsr, zsi,
+                                       rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 4, s_dn, s_en, g4r, g4i, u4r, u4i, n4, mur, mui, zsr, zsi,
+                                       rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 5, s_dn, s_en, g5r, g5i, u5r, u5i, n5, mur, mui, zsr, zsi,
+                                       rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 6, s_dn, s_en, g6r, g6i, u6r, u6i, n6, mur, mui, zsr, zsi,
+                                       rows, rmask, N, HAS_BETA)
+        mur, mui, zsr, zsi = _bwd_step(da_row, db_row, i - 7, s_dn, s_en, g7r, g7i, u7r, u7i, n7, mur, mui, zsr, zsi,
+                                       rows, rmask, N, HAS_BETA)
     return zsr, zsi
 
 

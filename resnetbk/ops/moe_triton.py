@@ -157,7 +157,8 @@ class _Combine(torch.autograd.Function):
             grad.contiguous(), y, index, gate, bias if has_bias else y, expert_of_pair if has_bias else index,
             grad_y, grad_gate, n_tokens, y.shape[1], K=k, HAS_BIAS=has_bias, BLOCK_T=BLOCK_ROWS,
             BLOCK_D=BLOCK_COLS)
-        grad_bias = expert_bias_grad(grad_y, expert_of_row, bias.shape[0]) if has_bias and ctx.needs_input_grad[3] else None
+        grad_bias = (expert_bias_grad(grad_y, expert_of_row, bias.shape[0]) if has_bias and ctx.needs_input_grad[3]
+                     else None)
         return grad_y, None, grad_gate.to(gate.dtype), grad_bias, None, None
 
 

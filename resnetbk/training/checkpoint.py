@@ -75,7 +75,8 @@ def resolve_resume(resume: str, run_dir: str) -> Optional[Resume]:
         return None if tag is None else Resume(root, tag, saved_world_size(os.path.join(root, tag)))
     path = os.path.normpath(resume)
     if not is_tag_dir(path):
-        raise ConfigError(f"resume: {path} is not a DeepSpeed checkpoint tag directory (no *mp_rank_00_model_states.pt)")
+        raise ConfigError(f"resume: {path} is not a DeepSpeed checkpoint tag directory "
+                          f"(no *mp_rank_00_model_states.pt)")
     return Resume(os.path.dirname(path), os.path.basename(path), saved_world_size(path))
 
 

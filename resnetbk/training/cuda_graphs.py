@@ -37,7 +37,8 @@ def graph_blocks_unsupported(model_cfg, *, on_cuda: bool, zero_stage: int, check
         if model_cfg.moe_impl != "native":
             return "DeepSpeed's MoE layer reads expert capacities back to the host"
         if dtype != torch.bfloat16 or capability < (8, 0):
-            return "the MoE's per-expert path (used unless bf16 on compute capability >= 8.0) reads group sizes to the host"
+            return ("the MoE's per-expert path (used unless bf16 on compute capability >= 8.0) reads group sizes "
+                    "to the host")
     return None
 
 
@@ -55,7 +56,8 @@ def graph_blocks(model, micro_batch: int, seq_len: int) -> Callable[[], None]:
     for block in blocks:
         names, weights = zip(*block.named_parameters())
         aliases = tuple(w.detach().requires_grad_(w.requires_grad) for w in weights)
-        functions.append(lambda x, *ws, block=block, names=names: torch.func.functional_call(block, dict(zip(names, ws)), (x,)))
+        functions.append(lambda x, *ws, block=block, names=names:
+                         torch.func.functional_call(block, dict(zip(names, ws)), (x,)))
         # Zeros: a valid input (RMSNorm maps it to zeros) that leaves the random number generators alone.
         samples.append((torch.zeros(shape, dtype=first.dtype, device=first.device, requires_grad=True), *aliases))
         params.append(weights)

@@ -199,5 +199,6 @@ def build_ds_config(cfg: RunConfig, strategy: Strategy, on_cuda: bool, world_siz
     }
     if cfg.tb_enabled:
         # DeepSpeed's monitor writes the event file; the trainer adds its own scalars through the same writer.
-        ds["tensorboard"] = {"enabled": True, "output_path": os.path.join(cfg.run_dir, "tensorboard"), "job_name": "train"}
+        ds["tensorboard"] = {"enabled": True, "output_path": os.path.join(cfg.run_dir, "tensorboard"),
+                             "job_name": "train"}
     return ds

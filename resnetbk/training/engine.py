@@ -60,7 +60,8 @@ def build_engine(cfg, ds_config: dict, deepspeed_checks: bool = False):
     if cfg.train.activation_checkpoint_interval:
         # Configured from the JSON's "activation_checkpointing" section (CPU checkpointing on small cards).
         deepspeed.checkpointing.configure(None, deepspeed_config=ds_config)
-        model.enable_activation_checkpointing(deepspeed.checkpointing.checkpoint, cfg.train.activation_checkpoint_interval)
+        model.enable_activation_checkpointing(deepspeed.checkpointing.checkpoint,
+                                              cfg.train.activation_checkpoint_interval)
     o = cfg.optim
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=param_groups(model, o.weight_decay), config=ds_config,

@@ -154,7 +154,8 @@ def detect_gpus() -> List[GPU]:
     if os.environ.get("DS_ACCELERATOR", "") == "cpu" or shutil.which("nvidia-smi") is None:
         return []
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader,nounits"],
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,compute_cap",
+                              "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=30, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return []

@@ -41,7 +41,8 @@ class Trainer:
             unlink_shm_allreduce_buffer(dist)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.is_main = self.rank == 0
-        self.device = torch.device(accel.device_name(), int(os.environ.get("LOCAL_RANK", "0"))) if self.on_cuda else torch.device("cpu")
+        self.device = (torch.device(accel.device_name(), int(os.environ.get("LOCAL_RANK", "0"))) if self.on_cuda
+                       else torch.device("cpu"))
         if self.on_cuda:
             accel.set_device(self.device.index)
 
@@ -52,7 +53,8 @@ class Trainer:
         self.val_data = PackedSequences(IndexedShards(cfg.data.val), cfg.train.seq_len)
         metric = cfg.data.curriculum.metric
         self.train_difficulty = self.train_data.window_difficulty(metric) if metric else None
-        self.train_ref_loss = self.train_data.window_difficulty("ref_loss") if cfg.data.active.score == "reducible" else None
+        self.train_ref_loss = (self.train_data.window_difficulty("ref_loss") if cfg.data.active.score == "reducible"
+                               else None)
 
         self.peak_tflops = peak_tflops(torch.cuda.get_device_name(self.device)) if self.on_cuda else None
         self.strategy = strategy
@@ -154,7 +156,8 @@ class Trainer:
                 raise TrainingError(
                     f"fp16: gradients still overflow at the minimum loss scale (step {next_step}, "
                     f"{state['skipped_steps']} steps skipped so far); resume from the newest checkpoint in "
-                    f"{checkpoint.checkpoint_root(cfg.run_dir)} with bf16 if the GPU has it, or a lower optim.lr") from None
+                    f"{checkpoint.checkpoint_root(cfg.run_dir)} with bf16 if the GPU has it, "
+                    f"or a lower optim.lr") from None
             state["step"] += 1
             window = sampler.window_len(next_step)
             state["tokens"] += self.global_batch * window
@@ -172,8 +175,9 @@ class Trainer:
                 if consecutive_skips >= t.max_consecutive_skips:
                     raise TrainingError(
                         f"{consecutive_skips} steps in a row had non-finite gradients (train.max_consecutive_skips); "
-                        f"stopped at step {step}. The newest checkpoint is in {checkpoint.checkpoint_root(cfg.run_dir)}: "
-                        f"resume from it with a lower optim.lr, or bf16 instead of fp16")
+                        f"stopped at step {step}. The newest checkpoint is in "
+                        f"{checkpoint.checkpoint_root(cfg.run_dir)}: resume from it with a lower optim.lr, or bf16 "
+                        f"instead of fp16")
 
             if step % t.log_interval == 0 or last:
                 self.dist.all_reduce(interval)
@@ -188,8 +192,9 @@ class Trainer:
                 flops_per_s = (state["flops"] - last_flops) / (now - last_time)
                 last_time, last_tokens, last_flops = now, state["tokens"], state["flops"]
                 mean = (lambda v: v / n) if n else (lambda v: None)  # every step of the interval was skipped
-                record = {"step": step, "loss": mean(loss), "lm_loss": mean(lm_loss), "lr": lr, "tokens": state["tokens"],
-                          "epoch": round(sampler.epoch, 4), "skipped_steps": state["skipped_steps"],
+                record = {"step": step, "loss": mean(loss), "lm_loss": mean(lm_loss), "lr": lr,
+                          "tokens": state["tokens"], "epoch": round(sampler.epoch, 4),
+                          "skipped_steps": state["skipped_steps"],
                           "micro_batch": t.micro_batch, "seq_len": window, "flops": state["flops"],
                           "tokens_per_sec": tok_per_s, "elapsed_sec": now - start_time, **self._throughput(flops_per_s)}
                 if cfg.data.active.score is not None:
@@ -228,7 +233,8 @@ class Trainer:
         if self.is_main:
             n_eval = eval_sample_count(self.val_data, t.micro_batch, self.world, t.eval_max_batches)
             uni = unigram_loss(self.train_docs, self.val_data, n_eval)
-            bpb = {name: bits_per_byte(loss, self.val_data, n_eval) for name, loss in (("val", val_loss), ("unigram", uni))}
+            bpb = {name: bits_per_byte(loss, self.val_data, n_eval)
+                   for name, loss in (("val", val_loss), ("unigram", uni))}
             self._report(val_loss, uni, bpb, n_eval * t.seq_len, text, ckpt, state)
         return 0
 
@@ -419,7 +425,8 @@ class Trainer:
 
         from ..evaluate import perplexity
 
-        summary = {"step": state["step"], "tokens": state["tokens"], "val_loss": val_loss, "val_ppl": perplexity(val_loss)}
+        summary = {"step": state["step"], "tokens": state["tokens"], "val_loss": val_loss,
+                   "val_ppl": perplexity(val_loss)}
         if bpb["val"] is not None:
             summary["val_bpb"] = bpb["val"]
         summary.update(unigram_val_loss=uni_loss, unigram_val_ppl=perplexity(uni_loss))

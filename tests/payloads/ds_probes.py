@@ -12,9 +12,9 @@ partial optimizer offload and the trainer's LR schedule: the lr of each of its G
 the CPU optimizer's, over a few scheduler steps.
 
 checks (2 ranks): ZeRO-2 in bf16 with DeepSpeed's per-tensor gradient checks and with the trainer's batched
-replacement (resnetbk/training/optim.py: batch_gradient_checks), from the same seed: a clean step, then a step whose loss is
-NaN on one rank, then one with an inf in a single gradient element on one rank. Writes, per variant, the gradient
-norms, whether each step was applied, and the weights after the three steps.
+replacement (resnetbk/training/optim.py: batch_gradient_checks), from the same seed: a clean step, then a step whose
+loss is NaN on one rank, then one with an inf in a single gradient element on one rank. Writes, per variant, the
+gradient norms, whether each step was applied, and the weights after the three steps.
 
 checkpointing (1 rank): the gradients of both architectures with DeepSpeed activation checkpointing at
 intervals 1 and 2 against no checkpointing, dropout on. Writes the largest absolute difference per case.

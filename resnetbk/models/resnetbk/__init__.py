@@ -40,7 +40,8 @@ def mixer_params(m) -> int:
 def mixer_matmul_params(m) -> int:
     d, h = m.d_model, m.n_heads
     hc = h * m.bk_values
-    return d * h * (2 if m.bk_selective else 1) + 2 * h * d + d * hc + 2 * hc * d + (d * 2 * hc if m.bk_value_gate else 0)
+    return (d * h * (2 if m.bk_selective else 1) + 2 * h * d + d * hc + 2 * hc * d
+            + (d * 2 * hc if m.bk_value_gate else 0))
 
 
 def mixing_flops(m, seq_len: int):
