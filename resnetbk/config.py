@@ -38,6 +38,10 @@ class ModelConfig:
     # resnetbk and mlp for gpt. GPT with moe separates the mixer's effect from MoE sparsity.
     feed_forward: Optional[str] = None
     dropout: float = 0.0  # on the embeddings, the mixers' and feed-forwards' outputs, attention weights
+    # Early exit: blocks after which the tied LM head also reads out (one RMSNorm each); training adds one of these
+    # exits' loss per forward, in turn. Empty: off.
+    exit_layers: List[int] = field(default_factory=list)
+    exit_loss_weight: float = 0.5  # weight of the exit's loss in the training loss
     bk_learned_z: bool = True  # z = x + i (softplus(y) + bk_im_z_min) per head, else z = i
     bk_im_z_min: float = 1e-3  # the least Im z: float32 accuracy degrades as Im z -> 0 (docs/design.md)
     bk_selective: bool = False  # input-dependent couplings b_i = softplus(w . x_{i+1}) >= 0, else b_i = 1
@@ -266,6 +270,8 @@ def _validate(cfg: RunConfig) -> None:
     _check(cfg.sample.top_k >= 0, "sample.top_k", "must be >= 0 (0 disables top-k)")
     _check(0 < cfg.sample.top_p <= 1, "sample.top_p", "must be in (0, 1] (1 disables top-p)")
     _check(cfg.sample.max_new_tokens >= 0, "sample.max_new_tokens", "must be >= 0")
+    _check(bool(cfg.sample.prompt) or cfg.sample.max_new_tokens == 0, "sample.prompt",
+           "empty: the sample continues a prompt (or set sample.max_new_tokens=0)")
 
 
 def _validate_data_selection(cfg: RunConfig) -> None:
@@ -308,6 +314,9 @@ def validate_model(m: ModelConfig) -> None:
     for key in ("vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads", "ffn_hidden"):
         _check(getattr(m, key) >= 1, f"model.{key}", "must be >= 1")
     _check(0 <= m.dropout < 1, "model.dropout", "must be in [0, 1)")
+    _check(all(1 <= k < m.n_layers for k in m.exit_layers) and len(set(m.exit_layers)) == len(m.exit_layers),
+           "model.exit_layers", f"must be distinct block counts in [1, model.n_layers - 1 = {m.n_layers - 1}]")
+    _check(m.exit_loss_weight >= 0, "model.exit_loss_weight", "must be >= 0")
     _check(m.feed_forward in (None, "moe", "mlp"), "model.feed_forward",
            f"must be 'moe', 'mlp' or null (the family's own), got '{m.feed_forward}'")
     if registry.uses_moe(m):

@@ -47,6 +47,54 @@ def evaluate(model, dataset: PackedSequences, micro_batch: int, device, max_batc
     return float(total[0] / total[1])
 
 
+@torch.no_grad()
+def loss_by_position(model, dataset: PackedSequences, micro_batch: int, device, max_batches: int = 0) -> np.ndarray:
+    """Mean next-token cross-entropy (nats) at each position 0..seq_len-1 of the windows (one process)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(dataset.seq_len, dtype=torch.float64, device=device)
+    count = 0
+    for indices, n_valid in eval_batches(len(dataset), micro_batch, 0, 1, max_batches):
+        x, y = dataset.batch(indices)
+        logits = model(x.to(device))
+        losses = F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), reduction="none")
+        total += losses.view(y.shape)[:n_valid].sum(0).double()
+        count += n_valid
+    model.train(was_training)
+    return (total / max(count, 1)).cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate_with_exits(model, dataset: PackedSequences, threshold: float, device, max_windows: int = 0) -> dict:
+    """Teacher-forced incremental decoding with early exits (models/decoder.py: decode's exit_threshold), one window
+    at a time so that each token decides for itself: the mean loss of the logits each step used and the blocks it ran
+    in full, per token. The first token of each window is prefilled at full depth."""
+    model.eval()
+    n = len(dataset) if not max_windows else min(len(dataset), max_windows)
+    total, count, layers, steps = 0.0, 0, 0, 0
+    for k in range(n):
+        x, y = dataset.batch(np.array([k]))
+        x, y = x.to(device), y.to(device)
+        logits, state = model.prefill(x[:, :1])
+        step_logits = [logits]
+        for i in range(1, x.shape[1]):
+            logits, state = model.decode(x[:, i:i + 1], state, exit_threshold=threshold)
+            step_logits.append(logits)
+        logits = torch.cat(step_logits, dim=1)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+        layers += state.layers + len(model.blocks)  # the prefilled first token ran every block
+        steps += state.steps + 1
+    return {"loss": total / count, "ppl": perplexity(total / count), "layers_per_token": layers / steps,
+            "windows": n, "tokens": count}
+
+
+def length_buckets(train_len: int, multiples: list) -> list:
+    """Position buckets [0, S), [S, 2S), [2S, 4S), ... for the training length S, up to the largest multiple."""
+    edges = [0] + [m * train_len for m in sorted(set(multiples))]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def unigram_loss(train: list[IndexedShards], dataset: PackedSequences, n_samples: int) -> float:
     """Cross-entropy (nats/token) of a unigram model fitted on the training shards (add-one smoothing),
     on exactly the target tokens that evaluate() scores for the first n_samples windows."""
@@ -84,6 +132,7 @@ def main(argv=None) -> int:
     from .config import ConfigError
     from .data import DataError, read_manifest
     from .exported import load_exported
+    from .models import registry
 
     parser = argparse.ArgumentParser(prog="python -m resnetbk.evaluate",
                                      description="Perplexity of an exported model (python -m resnetbk.export) "
@@ -91,31 +140,88 @@ def main(argv=None) -> int:
     parser.add_argument("export_dir")
     parser.add_argument("--data", required=True,
                         help="shard directory made with the same tokenizer (python -m data_prep)")
-    parser.add_argument("--seq-len", type=int, help="window length (default: the model's max_seq_len)")
+    parser.add_argument("--seq-len", type=int, help="window length, or the training length that --lengths multiplies "
+                                                     "(default: the model's max_seq_len)")
+    parser.add_argument("--lengths", help="multiples of --seq-len, e.g. 1,2,4,8: the loss per position bucket "
+                                          "([0, S), [S, 2S), [2S, 4S), ...) in windows of each length")
+    parser.add_argument("--exit-threshold", type=float,
+                        help="evaluate with early exits at this confidence (a model trained with model.exit_layers; "
+                             "windows one at a time)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-batches", type=int, default=0, help="0: every window of the directory")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     try:
+        for name, ok in (("--batch-size", args.batch_size >= 1), ("--max-batches", args.max_batches >= 0),
+                         ("--seq-len", args.seq_len is None or args.seq_len >= 1)):
+            if not ok:
+                raise ConfigError(f"{name}: out of range (see --help)")
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"--device {args.device}: no CUDA GPU here (use --device cpu)")
+        try:
+            multiples = sorted({int(m) for m in args.lengths.split(",")}) if args.lengths else []
+        except ValueError:
+            raise ConfigError(f"--lengths: '{args.lengths}' is not a list of whole numbers such as 1,2,4,8") from None
+        if any(m < 1 for m in multiples):
+            raise ConfigError("--lengths: multiples must be >= 1")
         model, cfg, tokenizer = load_exported(args.export_dir, args.device)
         if file_sha256(tokenizer) != read_manifest(args.data)["tokenizer_sha256"]:
             raise ConfigError(f"--data: {args.data} was made with another tokenizer than {args.export_dir}")
+        table = registry.get(cfg.arch).position_table  # a learned position table caps the length
         seq_len = args.seq_len or cfg.max_seq_len
-        if not 1 <= seq_len <= cfg.max_seq_len:
-            raise ConfigError(f"--seq-len: must be in [1, {cfg.max_seq_len}] (the model's max_seq_len)")
-        data = PackedSequences(IndexedShards(args.data), seq_len)
-        loss = evaluate(model, data, args.batch_size, args.device, args.max_batches)
+        if table and seq_len > cfg.max_seq_len:
+            raise ConfigError(f"--seq-len: at most {cfg.max_seq_len} (the model's position table)")
+        if args.exit_threshold is not None and not cfg.exit_layers:
+            raise ConfigError(f"--exit-threshold: {args.export_dir} has no early exits (model.exit_layers is empty)")
+        shards = IndexedShards(args.data)
+        if args.exit_threshold is not None:
+            data = PackedSequences(shards, seq_len)
+            result = evaluate_with_exits(model, data, args.exit_threshold, args.device,
+                                         args.max_batches * args.batch_size)
+            result["exit_threshold"] = args.exit_threshold
+        elif multiples:
+            result = by_length(model, cfg, shards, seq_len, multiples, table, args)
+        else:
+            data = PackedSequences(shards, seq_len)
+            loss = evaluate(model, data, args.batch_size, args.device, args.max_batches)
+            n_samples = eval_sample_count(data, args.batch_size, 1, args.max_batches)
+            result = {"tokens": n_samples * seq_len, "loss": loss, "ppl": perplexity(loss)}
+            bpb = bits_per_byte(loss, data, n_samples)
+            if bpb is not None:
+                result["bpb"] = bpb
     except (ConfigError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    n_samples = eval_sample_count(data, args.batch_size, 1, args.max_batches)
-    result = {"export": args.export_dir, "data": args.data, "tokens": n_samples * seq_len, "loss": loss,
-              "ppl": perplexity(loss)}
-    bpb = bits_per_byte(loss, data, n_samples)
-    if bpb is not None:
-        result["bpb"] = bpb
-    print(json.dumps(result))
+    print(json.dumps({"export": args.export_dir, "data": args.data, **result}))
     return 0
+
+
+def by_length(model, cfg, shards, train_len: int, multiples: list, table: bool, args) -> dict:
+    """Loss per position bucket in windows of each multiple of the training length; prints a table."""
+    from .data import DataError
+
+    buckets = length_buckets(train_len, multiples)
+    out = {"train_len": train_len, "buckets": [f"{lo}-{hi - 1}" for lo, hi in buckets], "lengths": {}}
+    print(f"{'window':>8} {'windows':>8} | " + " ".join(f"{f'{lo}-{hi - 1}':>12}" for lo, hi in buckets))
+    for m in multiples:
+        length = m * train_len
+        if table and length > cfg.max_seq_len:
+            out["lengths"][length] = {"skipped": f"the position table ends at model.max_seq_len={cfg.max_seq_len}"}
+            print(f"{length:>8} {'-':>8} | not evaluated: the position table ends at {cfg.max_seq_len}")
+            continue
+        try:
+            data = PackedSequences(shards, length)
+        except DataError as e:
+            out["lengths"][length] = {"skipped": str(e)}
+            print(f"{length:>8} {'-':>8} | not evaluated: {e}")
+            continue
+        per_position = loss_by_position(model, data, args.batch_size, args.device, args.max_batches)
+        losses = {f"{lo}-{hi - 1}": float(per_position[lo:hi].mean()) for lo, hi in buckets if hi <= length}
+        n = eval_sample_count(data, args.batch_size, 1, args.max_batches)
+        out["lengths"][length] = {"windows": n, "loss_by_bucket": losses}
+        print(f"{length:>8} {n:>8} | " + " ".join(f"{losses[k]:>12.4f}" if k in losses else f"{'':>12}"
+                                                  for k in out["buckets"]))
+    return out
 
 
 if __name__ == "__main__":

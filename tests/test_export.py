@@ -73,18 +73,11 @@ def test_resume_on_one_rank_through_the_universal_checkpoint(kjv_data, strategy_
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():
-    from resnetbk.generate import sample
+    from resnetbk.generate import draw
 
-    class Fixed(torch.nn.Module):  # next-token probabilities 0.5, 0.3, 0.2, 0 whatever the input
-        def forward(self, tokens):
-            logits = torch.log(torch.tensor([0.5, 0.3, 0.2, 1e-12]))
-            return logits.expand(tokens.shape[0], tokens.shape[1], 4)
-
-    prompt = torch.zeros(2000, 1, dtype=torch.long)
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.2, 1e-12])).expand(2000, 4)  # next-token probabilities
     gen = torch.Generator().manual_seed(0)
-    out = sample(Fixed(), prompt, 1, 8, generator=gen, top_p=0.75)[:, -1]
-    counts = torch.bincount(out, minlength=4)
+    counts = torch.bincount(draw(logits, 1.0, 0, 0.75, gen)[:, 0], minlength=4)
     assert counts[2] == 0 and counts[3] == 0  # 0.5 + 0.3 already reach 0.75
     assert abs(counts[0].item() / 2000 - 0.625) < 0.05  # renormalised 0.5 / 0.8
-    greedy = sample(Fixed(), prompt[:5], 1, 8, generator=gen, top_p=1e-6)[:, -1]
-    assert greedy.tolist() == [0] * 5
+    assert draw(logits[:5], 1.0, 0, 1e-6, gen)[:, 0].tolist() == [0] * 5

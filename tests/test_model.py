@@ -46,8 +46,9 @@ def test_forward_shapes_and_loss(arch):
     out = model(tokens[:, :-1], tokens[:, 1:])
     assert out.logits.shape == (3, 19, 97)
     assert abs(out.lm_loss.item() - torch.log(torch.tensor(97.0)).item()) < 0.5  # near uniform at init
-    with pytest.raises(ValueError, match="max_seq_len"):
-        model(torch.randint(0, 97, (1, 49)))
+    if registry.get(arch).position_table:  # families without one take any length (tests/test_decode.py)
+        with pytest.raises(ValueError, match="max_seq_len"):
+            model(torch.randint(0, 97, (1, 49)))
 
 
 @pytest.mark.parametrize("top_k", [1, 2])

@@ -65,3 +65,21 @@ def test_a_family_registered_from_outside_trains_on_two_ranks_under_zero3(kjv_da
     assert records[-1]["loss"] < records[0]["loss"] and "val_loss" in records[-1]
     saved = json.load(open(run_dir / "summary.json"))
     assert saved["step"] == steps
+
+
+def test_a_family_from_outside_decodes_incrementally_through_the_same_protocol():
+    import torch
+
+    from resnetbk import build_model
+
+    import families.shift  # noqa: F401  (registers "shift" in this process)
+
+    torch.manual_seed(0)
+    model = build_model("shift", vocab_size=97, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64,
+                        max_seq_len=16).double().eval()
+    tokens = torch.randint(0, 97, (2, 30))  # longer than max_seq_len: the family has no position table
+    with torch.no_grad():
+        full = model(tokens)
+    logits, state = model.prefill(tokens[:, :11])
+    steps = [logits] + [model.decode(tokens[:, i:i + 1], state)[0] for i in range(11, 30)]
+    assert (torch.cat(steps, 1) - full).abs().max().item() < 1e-10

@@ -4,6 +4,7 @@ resnetbk/ops/bk_response.py; the maths in docs/design.md)."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -60,21 +61,28 @@ class BKMixer(Monitored):
                               device=self.potential.weight.device) * 1j
         return torch.complex(self.z_re.float(), F.softplus(self.z_im_raw.float()) + self.im_z_min)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: Optional[dict] = None) -> torch.Tensor:
+        """x (B, N, d) -> (B, N, d). cache (inference): {} to start one, filled with the recurrences' last state (g and
+        y of the last position, complex); or a filled one, which x's positions continue (in place)."""
+        if cache:
+            return self._step(x, cache)
         # At least float32 before adding H0: a bf16 sum near -2 would round the potential to steps of 2^-6.
         v = self.potential(x)
         a = (v.to(torch.promote_types(v.dtype, torch.float32)) + H0_DIAGONAL).transpose(1, 2)  # (B, h, N)
         b = 1.0
         if self.coupling is not None:
-            b = F.softplus(self.coupling(x[:, 1:]).float()).transpose(1, 2)  # (B, h, N-1)
+            b = F.softplus(self.coupling(x[:, 1:]).to(a.dtype)).transpose(1, 2)  # (B, h, N-1), float32 or float64
         z = self.spectral_shift()
         if self.values is None:
             g, y = resolvent_diagonal(a, b, z, causal=True), None  # (B, h, N) complex
         else:
             batch, n, heads = a.shape[0], a.shape[2], a.shape[1]
             s = self.values(x).view(batch, n, heads, -1).transpose(1, 2)  # (B, h, N, C), a view
-            # y: (B, h, N, C, 2) real pairs in x's dtype; on a GPU written in (B, N, h, C, 2) order.
-            g, y = diagonal_and_response(a, b, z, s, x.dtype)
+            # y: (B, h, N, C, 2) real pairs in x's dtype; on a GPU written in (B, N, h, C, 2) order. A prefill keeps
+            # them in float32 (or float64) for the state; rounding to x's dtype afterwards gives the same features.
+            g, y = diagonal_and_response(a, b, z, s, a.dtype if cache is not None else x.dtype)
+        if cache is not None:
+            cache.update(g=g[:, :, -1], y=None if y is None else torch.view_as_complex(y[:, :, -1].contiguous()))
         if self.record_stats:
             with torch.no_grad():
                 v, abs_g = v.detach().float(), g.detach().abs()
@@ -86,10 +94,34 @@ class BKMixer(Monitored):
         # (B, N, 2h) as (Re g, Im g) per head. a is a view of a (B, N, h) tensor and the Triton kernels
         # write g in a's memory order, so on GPU this is a view, not a copy; the same holds for y.
         features = torch.view_as_real(g.transpose(1, 2)).flatten(2).to(x.dtype)
+        response = None if y is None else y.transpose(1, 2).flatten(2).to(x.dtype)  # (B, N, 2hC)
+        return self._read_out(x, features, response)
+
+    def _read_out(self, x, features, response):
         out = self.out(features)
-        if y is not None:
-            response = y.transpose(1, 2).flatten(2)  # (B, N, 2hC)
+        if response is not None:
             if self.value_gate is not None:
                 response = response * F.silu(self.value_gate(x))
             out = out + self.value_out(response)
         return self.dropout(out)
+
+    def _step(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        """The recurrences advanced over x's positions one at a time from the cached state (O(1) memory per token):
+        g_i = 1 / (a_i - z - b_{i-1}^2 g_{i-1}), y_i = g_i (s_i - b_{i-1} y_{i-1}), b_{i-1} from position i."""
+        v = self.potential(x)
+        a = v.to(torch.promote_types(v.dtype, torch.float32)) + H0_DIAGONAL  # (B, N, h)
+        b = F.softplus(self.coupling(x).to(a.dtype)) if self.coupling is not None else torch.ones_like(a)
+        z = self.spectral_shift().to(torch.complex128 if a.dtype == torch.float64 else torch.complex64)
+        s = self.values(x).view(*a.shape, -1).to(a.dtype) if self.values is not None else None
+        g, y = cache["g"], cache["y"]
+        gs, ys = [], []
+        for i in range(x.shape[1]):
+            g = torch.reciprocal(a[:, i] - z - b[:, i] ** 2 * g)
+            gs.append(g)
+            if s is not None:
+                y = g[..., None] * (s[:, i] - b[:, i, :, None] * y)
+                ys.append(y)
+        cache.update(g=g, y=y)
+        features = torch.view_as_real(torch.stack(gs, 1)).flatten(2).to(x.dtype)
+        response = None if s is None else torch.view_as_real(torch.stack(ys, 1)).flatten(2).to(x.dtype)
+        return self._read_out(x, features, response)

@@ -31,7 +31,7 @@ def param_count(m) -> int:
     spec, d = get(m.arch), m.d_model
     block = 2 * d + spec.mixer_params(m) + feed_forward_params(m)  # two norms, the mixer, the feed-forward
     positions = m.max_seq_len * d if spec.position_table else 0
-    return m.vocab_size * d + positions + m.n_layers * block + d
+    return m.vocab_size * d + positions + m.n_layers * block + d + d * len(m.exit_layers)  # and one norm per exit
 
 
 def active_matmul_params(m) -> int:
@@ -46,5 +46,7 @@ def forward_flops_per_token(m, seq_len: int) -> float:
 
 
 def training_flops_per_token(m, seq_len: int) -> float:
-    """Forward + backward FLOPs per training token at sequence length seq_len."""
-    return 6 * active_matmul_params(m) + m.n_layers * sum(get(m.arch).mixing_flops(m, seq_len))
+    """Forward + backward FLOPs per training token at sequence length seq_len; with early exits, the one exit that
+    reads out through the tied head each forward."""
+    exit_head = 6 * m.vocab_size * m.d_model if m.exit_layers else 0
+    return 6 * active_matmul_params(m) + m.n_layers * sum(get(m.arch).mixing_flops(m, seq_len)) + exit_head

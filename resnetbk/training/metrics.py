@@ -17,6 +17,8 @@ RECORD_FIELDS = (
      "train/loss"),
     ("lm_loss", "its language-model part", "train/lm_loss"),
     ("moe_balance_loss", "the MoE's load-balancing loss (blocks with MoE)", "moe/load_balance_loss"),
+    ("exit_loss", "the early exits' language-model loss, one exit per forward in turn (model.exit_layers)",
+     "train/exit_loss"),
     ("lr", "the learning rate of the step's update", "train/lr"),
     ("tokens", "tokens seen so far, all ranks", "train/tokens_seen"),
     ("epoch", "passes over the training windows", None),

@@ -130,9 +130,9 @@ class Trainer:
         self.print(f"deepspeed: {self.strategy.path} ({self.strategy.reason}) | micro-batch {t.micro_batch} x "
                    f"accumulation {t.grad_accum} x {self.world} rank(s) | data selection: {sampler.describe()}")
 
-        # Sums of loss, lm loss, balance loss and a count of micro-steps over the applied steps of a log
+        # Sums of loss, lm loss, balance loss, exit loss and a count of micro-steps over the applied steps of a log
         # interval, kept on the training device (NCCL reduces only device tensors; no host sync per micro-step).
-        interval = torch.zeros(4, dtype=torch.float64, device=self.device)
+        interval = torch.zeros(5, dtype=torch.float64, device=self.device)
         last_time, last_tokens, last_flops, start_time = time.time(), state["tokens"], state["flops"], time.time()
         start_step = state["step"]
         val_loss, consecutive_skips = None, 0
@@ -181,7 +181,7 @@ class Trainer:
 
             if step % t.log_interval == 0 or last:
                 self.dist.all_reduce(interval)
-                loss, lm_loss, balance, n = interval.tolist()
+                loss, lm_loss, balance, exit_loss, n = interval.tolist()
                 interval.zero_()
                 if n and not math.isfinite(loss):
                     raise TrainingError(f"non-finite training loss at step {step} on updates DeepSpeed applied "
@@ -202,6 +202,8 @@ class Trainer:
                 record.update(sampler.pop_stats())
                 if registry.uses_moe(cfg.model):
                     record["moe_balance_loss"] = mean(balance)
+                if cfg.model.exit_layers:
+                    record["exit_loss"] = mean(exit_loss)
                 grad_norm = self.engine.get_global_grad_norm()
                 if grad_norm is not None:
                     record["grad_norm"] = float(grad_norm)
@@ -240,11 +242,11 @@ class Trainer:
 
     def _optimizer_step(self, sampler, step: int, state: dict):
         """Optimizer step `step`: grad_accum micro-steps through the engine. Returns the summed (loss, lm loss,
-        balance loss, micro-steps) on the device."""
+        balance loss, exit loss, micro-steps) on the device."""
         from ..models.counts import forward_flops_per_token
 
         torch = self.torch
-        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)
         one = torch.ones((), dtype=torch.float64, device=self.device)
         window = sampler.window_len(step)
         score_fn = None
@@ -264,7 +266,7 @@ class Trainer:
             self.engine.backward(out.loss)
             self.engine.step()
             sums += torch.stack([out.loss.detach().double(), out.lm_loss.detach().double(),
-                                 out.balance_loss.detach().double(), one])
+                                 out.balance_loss.detach().double(), out.exit_loss.detach().double(), one])
         return sums
 
     def _to_device(self, tokens):
@@ -415,8 +417,9 @@ class Trainer:
         sp = spm.SentencePieceProcessor(model_file=self.cfg.data.tokenizer)
         prompt = torch.tensor([sp.encode(s.prompt)], dtype=torch.long, device=self.device)
         gen = torch.Generator().manual_seed(self.cfg.train.seed)
+        # Under ZeRO-3 the window is recomputed through the engine's forward, around which its hooks gather weights.
         out = sample(self.engine, prompt, s.max_new_tokens, self.cfg.model.max_seq_len, s.temperature, s.top_k, gen,
-                     s.top_p)
+                     s.top_p, use_cache=self.engine.zero_optimization_stage() != 3)
         return sp.decode(out[0].tolist())
 
     def _report(self, val_loss, uni_loss, bpb, n_tokens, text, ckpt, state) -> None:

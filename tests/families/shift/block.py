@@ -1,5 +1,5 @@
+import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from resnetbk.layers.common import AddRMSNorm
 from resnetbk.models.feed_forward import feed_forward, make_feed_forward
@@ -13,9 +13,18 @@ class ShiftBlock(nn.Module):
         self.mix.is_residual_out = True
         self.moe, self.mlp = make_feed_forward(cfg)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
+        """cache (inference): the last position's h, so that decoding continues the shift one token at a time."""
         x, h = self.norm1(x)
-        previous = F.pad(h, (0, 0, 1, 0))[:, :-1]  # h_{i-1}, zero before the first position
+        first = cache["h"] if cache else h.new_zeros(h[:, :1].shape)  # h_{-1} = 0 before the first position
+        previous = torch.cat([first, h[:, :-1]], dim=1)  # h_{i-1}
+        if cache is not None:
+            cache["h"] = h[:, -1:]
         x, h = self.norm2(x, self.mix(h + previous))
         y, balance_loss = feed_forward(self, h)
         return x + y, balance_loss
+
+    def advance(self, x, cache):
+        x, h = self.norm1(x)
+        previous, cache["h"] = cache["h"], h[:, -1:]
+        return x + self.mix(h + previous)
