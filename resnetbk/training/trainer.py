@@ -259,9 +259,11 @@ class Trainer:
                 state["scoring_flops"] += flops
                 state["flops"] += flops
                 return scores
-        for _ in range(self.cfg.train.grad_accum):
+        for micro in range(self.cfg.train.grad_accum):
             # Sequence-length warm-up cuts windows to their first tokens.
             rows = self._to_device(self.train_data.rows(sampler.next_indices(step, score_fn))[:, :window + 1])
+            # The early exit this micro-step trains, from the step count, so that a resumed run continues the turn.
+            self.engine.module.exit_turn = (step - 1) * self.cfg.train.grad_accum + micro
             out = self.engine(rows[:, :-1], rows[:, 1:])
             self.engine.backward(out.loss)
             self.engine.step()
